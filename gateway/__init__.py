@@ -1,0 +1,1 @@
+"""servegate: the serving gateway (protocols, data plane, batching, inference, routing, admin, CLI)."""

@@ -1,0 +1,1 @@
+"""The demo: real models, a served repository, traffic and a live rollout."""

@@ -1,0 +1,1 @@
+"""Generated Open Inference Protocol stubs (Triton field set); regenerate with scripts/gen-proto."""

@@ -1,0 +1,1 @@
+"""Numba kernels for drift: histogram binning, streaming moments, PSI / KS / JS from counts."""

@@ -1,0 +1,1 @@
+"""Load generator and benchmark scenarios; speaks only the public protocols."""
