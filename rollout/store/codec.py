@@ -1,0 +1,81 @@
+"""How every backend encodes what it stores: the versioned JSON envelope, audit entries, write checks.
+
+Keeping one codec makes the backends byte-compatible and their errors identical.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rollout.audit import canonical_json, record_from_dict, record_to_dict
+from rollout.errors import InvalidSpec, StaleWrite, StoreUnavailable
+from rollout.store.base import SCHEMA_VERSION, AuditRecord, Write
+
+
+def encode_document(kind: str, key: str, value: Mapping[str, Any]) -> str:
+    """The stored text of a document: {"schema": SCHEMA_VERSION, "value": {...}}."""
+    if not isinstance(value, Mapping):
+        raise InvalidSpec(f"{kind}/{key}", f"expected a JSON object, got {type(value).__name__}")
+    try:
+        return canonical_json({"schema": SCHEMA_VERSION, "value": value})
+    except (TypeError, ValueError) as exc:
+        raise InvalidSpec(f"{kind}/{key}", f"expected JSON data (finite numbers, string keys): {exc}") from exc
+
+
+def decode_document(kind: str, key: str, text: str | bytes) -> dict[str, Any]:
+    """Reads an envelope back; a newer schema than this build knows is refused rather than misread."""
+    envelope = json.loads(text)
+    schema = envelope.get("schema") if isinstance(envelope, dict) else None
+    if not isinstance(schema, int) or not isinstance(envelope.get("value"), dict):
+        raise StoreUnavailable(f"document {kind}/{key} is not a servegate envelope")
+    if schema > SCHEMA_VERSION:
+        raise StoreUnavailable(
+            f"document {kind}/{key} has schema {schema}; this build reads up to {SCHEMA_VERSION}"
+        )
+    value: dict[str, Any] = envelope["value"]
+    return value
+
+
+def check_name(field: str, value: object) -> str:
+    """Kinds and keys are non-empty strings."""
+    if not isinstance(value, str) or not value:
+        raise InvalidSpec(field, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def check_expected(field: str, expected: object) -> None:
+    """`expected_revision` is None, 0 (must not exist) or a positive revision."""
+    if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int) or expected < 0):
+        raise InvalidSpec(field, f"expected None or a revision >= 0, got {expected!r}")
+
+
+def check_writes(writes: Sequence[Write]) -> list[str | None]:
+    """Validates a `put_many` batch and returns each write's encoded value (None for deletes)."""
+    seen: set[tuple[str, str]] = set()
+    encoded: list[str | None] = []
+    for i, w in enumerate(writes):
+        check_name(f"writes[{i}].kind", w.kind)
+        check_name(f"writes[{i}].key", w.key)
+        check_expected(f"writes[{i}].expected_revision", w.expected_revision)
+        if (w.kind, w.key) in seen:
+            raise InvalidSpec(f"writes[{i}]", f"document {w.kind}/{w.key} appears twice in one batch")
+        seen.add((w.kind, w.key))
+        encoded.append(None if w.value is None else encode_document(w.kind, w.key, w.value))
+    return encoded
+
+
+def stale(kind: str, key: str, expected: int, actual: int) -> StaleWrite:
+    """The error for a lost compare-and-set, naming the document and both revisions."""
+    found = "does not exist" if actual == 0 else f"is at revision {actual}"
+    wanted = "not to exist" if expected == 0 else f"revision {expected}"
+    return StaleWrite(f"document {kind}/{key} {found}; the write expected {wanted}")
+
+
+def encode_record(record: AuditRecord) -> str:
+    return canonical_json(record_to_dict(record))
+
+
+def decode_record(text: str | bytes) -> AuditRecord:
+    return record_from_dict(json.loads(text))
