@@ -241,6 +241,8 @@ def _closing_window(spec: RolloutSpec, status: RolloutStatus, observation: Obser
                     now: float) -> tuple[Assessment | None, bool]:
     """The assessment of the window if it closes now: at its end, or early when it already failed
     with enough requests (fail fast: a bad candidate does not wait out the window)."""
+    if now <= status.window_start:
+        return None, False  # an empty window (a repeated tick at the same instant) judges nothing
     assessment = assess(spec.analysis, observation)
     if now - status.window_start >= spec.window_s:
         return assessment, False
