@@ -143,8 +143,6 @@ def start_rollout(store: StateStore, registry: RegistryPort, model: str, spec: R
     production = registry.production(model)
     if production is None:
         raise Conflict(f"{model} has no production version to roll out against; promote one first")
-    if production.version == spec.candidate:
-        raise Conflict(f"version {spec.candidate} of {model} is already in production")
     existing = store.get(KIND_ROLLOUT, model)
     if existing is not None:
         _refuse_if_active(model, existing)
