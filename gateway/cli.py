@@ -1,0 +1,92 @@
+"""The `servegate` command: serve, demo, loadtest and the admin verbs; the only code that exits the process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gateway import eventloop
+from gateway.settings import SETTINGS, Settings, SettingsError, load
+
+log = logging.getLogger("servegate")
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    for name in names:
+        flag = f"--{name.replace('_', '-')}"
+        if name in ("require_auth",):
+            parser.add_argument(flag, dest=name, action="store_const", const="true", default=None,
+                                help=f"also settable as SERVEGATE_{name.upper()}")
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=f"(env SERVEGATE_{name.upper()})")
+    parser.add_argument("--config", type=Path, default=None, help="YAML settings file")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    flags = {name: getattr(args, name, None) for name in SETTINGS}
+    return load(flags, os.environ, getattr(args, "config", None))
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _serve(settings: Settings, ready: Callable[[str], None] | None = None) -> None:
+    from gateway.app import Gateway
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(settings)
+    try:
+        endpoints = await gateway.start()
+        print(endpoints.line(), flush=True)
+        if ready is not None:
+            ready(endpoints.line())
+        await stop.wait()
+        log.info("stopping: draining in-flight requests (up to %.0fs)", settings.server.drain_seconds)
+    finally:
+        await gateway.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    _configure_logging(settings.log_level)
+    eventloop.run(_serve(settings))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="servegate", description="Model serving gateway with rollout control.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve a model repository over gRPC and REST")
+    _add_setting_flags(serve, list(SETTINGS))
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        func: Command = args.func
+        return func(args)
+    except SettingsError as exc:
+        print(f"servegate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Pure converters between the gRPC messages and the data plane's values (no server needed to test).
+
+Requests decode raw contents into views of the received bytes (typed contents are read too); replies
+always carry raw output contents, which is what tritonclient decodes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format
+
+from gateway.errors import InvalidInput
+from gateway.protocol import tensors
+from gateway.protocol.pb import grpc_service_pb2 as pb
+from gateway.types import DATATYPES, InferInput, InferRequest, InferResponse, ParamValue, RequestedOutput
+
+# Which typed-contents field carries each datatype.
+_TYPED_FIELD = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+    "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
+    "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+
+
+def params(mapping: Mapping[str, pb.InferParameter]) -> dict[str, ParamValue]:
+    out: dict[str, ParamValue] = {}
+    for key, p in mapping.items():
+        which = p.WhichOneof("parameter_choice")
+        if which is not None:
+            out[key] = getattr(p, which)
+    return out
+
+
+def set_param(target: Any, key: str, value: ParamValue) -> None:
+    p = target[key]
+    if isinstance(value, bool):
+        p.bool_param = value
+    elif isinstance(value, int):
+        p.int64_param = value
+    elif isinstance(value, float):
+        p.double_param = value
+    else:
+        p.string_param = str(value)
+
+
+def to_request(msg: pb.ModelInferRequest, routing: Mapping[str, str], deadline: float | None) -> InferRequest:
+    """Decodes a ModelInferRequest; `deadline` is the call's own (monotonic clock) or None."""
+    raw = msg.raw_input_contents
+    if raw and len(raw) != len(msg.inputs):
+        raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(msg.inputs)} inputs; "
+                           "send one entry per input, in the order of `inputs`")
+    inputs = [_input(i, t, raw[i] if raw else None) for i, t in enumerate(msg.inputs)]
+    parameters = params(msg.parameters)
+    timeout_us = parameters.get("timeout")
+    if isinstance(timeout_us, int) and not isinstance(timeout_us, bool) and timeout_us > 0:
+        own = time.monotonic() + timeout_us / 1e6
+        deadline = own if deadline is None else min(deadline, own)
+    outputs = [RequestedOutput(o.name, None, _classification(o)) for o in msg.outputs] or None
+    return InferRequest(msg.model_name, msg.model_version, inputs, msg.id, outputs, parameters,
+                        deadline, routing, "grpc")
+
+
+def _classification(o: pb.ModelInferRequest.InferRequestedOutputTensor) -> int:
+    p = o.parameters.get("classification")
+    return int(p.int64_param) if p is not None and p.WhichOneof("parameter_choice") == "int64_param" else 0
+
+
+def _input(index: int, t: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> InferInput:
+    where = f"inputs[{index}] '{t.name}'"
+    if not t.name:
+        raise InvalidInput(f"inputs[{index}]: name is empty")
+    dt = tensors.datatype(t.datatype, where)
+    shape = tensors.shape_of(list(t.shape), where)
+    field = _TYPED_FIELD.get(dt.name)
+    typed = getattr(t.contents, field) if field else ()
+    if raw is not None:
+        if len(typed):
+            raise InvalidInput(f"{where}: carries both raw_input_contents and typed contents; use one")
+        data = tensors.from_raw(raw, dt, shape, f"{where} (raw_input_contents[{index}])")
+    elif field is None:
+        raise InvalidInput(f"{where}: {dt.name} can only be sent in raw_input_contents")
+    else:
+        data = tensors.from_list(list(typed), dt, shape, f"{where} (contents.{field})")
+    return InferInput(t.name, dt.name, shape, data)
+
+
+def to_response(resp: InferResponse) -> pb.ModelInferResponse:
+    msg = pb.ModelInferResponse(model_name=resp.model, model_version=resp.version, id=resp.id)
+    for out in resp.outputs:
+        msg.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
+        msg.raw_output_contents.append(tensors.to_raw(out.data, DATATYPES[out.datatype]))
+    for key, value in resp.parameters.items():
+        set_param(msg.parameters, key, value)
+    return msg
+
+
+def model_metadata(d: Mapping[str, Any]) -> pb.ModelMetadataResponse:
+    msg = pb.ModelMetadataResponse(name=d["name"], versions=d["versions"], platform=d["platform"])
+    for t in d["inputs"]:
+        msg.inputs.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+    for t in d["outputs"]:
+        msg.outputs.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+    return msg
+
+
+def model_config(d: Mapping[str, Any]) -> pb.ModelConfigResponse:
+    msg = pb.ModelConfigResponse()
+    json_format.ParseDict(dict(d), msg.config, ignore_unknown_fields=True)
+    return msg
+
+
+def model_statistics(stats: list[dict[str, Any]]) -> pb.ModelStatisticsResponse:
+    msg = pb.ModelStatisticsResponse()
+    json_format.ParseDict({"model_stats": stats}, msg, ignore_unknown_fields=True)
+    return msg
+
+
+def repository_index(index: list[dict[str, str]]) -> pb.RepositoryIndexResponse:
+    msg = pb.RepositoryIndexResponse()
+    for m in index:
+        msg.models.add(name=m["name"], version=m["version"], state=m["state"], reason=m["reason"])
+    return msg
