@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from rollout.analysis import Observation
 from rollout.decide import Decision, Phase, RolloutStatus, begin, command, decide
-from rollout.errors import Conflict, NotFound, RolloutError, StaleWrite, StoreUnavailable
+from rollout.errors import Conflict, InvalidSpec, NotFound, RolloutError, StaleWrite, StoreUnavailable
 from rollout.spec import RolloutSpec, parse_spec
 from rollout.store.base import KIND_ROLLOUT, KIND_ROUTE, Document, StateStore, Write
 
@@ -63,8 +63,8 @@ class Controller:
     def __init__(self, store: StateStore, registry: RegistryPort, metrics: MetricsSource, *,
                  interval_s: float = 1.0, actor: str = "controller",
                  clock: Callable[[], float] = time.time) -> None:
-        if interval_s <= 0:
-            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        if not interval_s > 0:
+            raise InvalidSpec("interval_s", f"expected seconds > 0, got {interval_s!r}")
         self._store, self._registry, self._metrics = store, registry, metrics
         self._interval_s, self._actor, self._clock = interval_s, actor, clock
 

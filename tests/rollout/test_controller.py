@@ -9,7 +9,7 @@ import pytest
 
 from rollout.controller import Controller, apply_verb, rollout_from_document, start_rollout
 from rollout.decide import Phase
-from rollout.errors import Conflict, NotFound
+from rollout.errors import Conflict, InvalidSpec, NotFound
 from rollout.spec import RolloutSpec, parse_spec
 from rollout.store.base import KIND_ROLLOUT, KIND_ROUTE, Write
 from tests.fakes.metrics import ScriptedMetrics
@@ -260,5 +260,6 @@ def test_run_ticks_until_stopped() -> None:
 
 
 def test_the_loop_interval_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="interval_s"):
+    with pytest.raises(InvalidSpec) as err:
         Controller(FakeStore(), FakeRegistry(), ScriptedMetrics(), interval_s=0)
+    assert err.value.field == "interval_s"
