@@ -53,7 +53,7 @@ class RegistryPort(Protocol):
                    evidence: Mapping[str, Any] | None = None) -> VersionView: ...
 
     def promote(self, model: str, version: str, *, actor: str, reason: str,
-                evidence: Mapping[str, Any] | None = None) -> VersionView: ...
+                evidence: Mapping[str, Any] | None = None, retain_seconds: float = 0.0) -> VersionView: ...
 
 
 class Controller:
@@ -214,7 +214,8 @@ def sync_registry(registry: RegistryPort, spec: RolloutSpec, status: RolloutStat
             _log.warning("%s version %s is %s, not on the rollout's path to %s; left alone",
                          model, version, stage, target)
         elif target == PRODUCTION:
-            registry.promote(model, version, actor=actor, reason=reason, evidence=evidence)
+            registry.promote(model, version, actor=actor, reason=reason, evidence=evidence,
+                             retain_seconds=spec.rollback_window_s)
         else:
             registry.transition(model, version, ROLLED_BACK, actor=actor, reason=reason, evidence=evidence)
     except (NotFound, Conflict, StoreUnavailable) as exc:

@@ -57,6 +57,7 @@ class FakeRegistry:
         self._versions: dict[tuple[str, str], ModelVersion] = {}
         self.changes: list[StageChange] = []
         self.available = True
+        self.retained_for: float | None = None  # retain_seconds of the last promote
 
     def add(self, model: str, version: str, stage: Stage = Stage.VALIDATED) -> ModelVersion:
         """Test set-up: a version already at `stage`, without going through the graph."""
@@ -88,8 +89,9 @@ class FakeRegistry:
         return self._set(current, target, actor, reason, evidence)
 
     def promote(self, model: str, version: str, *, actor: str, reason: str,
-                evidence: Mapping[str, Any] | None = None) -> ModelVersion:
+                evidence: Mapping[str, Any] | None = None, retain_seconds: float = 0.0) -> ModelVersion:
         self._check()
+        self.retained_for = retain_seconds
         current = self.get(model, version)
         if current.stage is Stage.PRODUCTION:
             return current

@@ -112,6 +112,7 @@ def test_a_good_candidate_walks_every_step_to_promotion() -> None:
                            "retained": {"1": T0 + 4 * WINDOW + 1 + 300}}
     assert rig.registry.get("m", "2").stage is Stage.PRODUCTION
     assert rig.registry.get("m", "1").stage is Stage.ARCHIVED
+    assert rig.registry.retained_for == 300.0
     assert rig.actions() == ["rollout.start", "rollout.step", "rollout.pause", "rollout.resume",
                              "rollout.promote"]
 
