@@ -9,6 +9,8 @@ A write returns only after it is durable.
 
 from __future__ import annotations
 
+import builtins
+
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -84,11 +86,11 @@ class StateStore(Protocol):
         """Writes one document and returns its new revision."""
         ...
 
-    def put_many(self, writes: Sequence[Write]) -> list[int]:
+    def put_many(self, writes: Sequence[Write]) -> builtins.list[int]:
         """Writes all or nothing; returns the new revisions in order (0 for deletes)."""
         ...
 
-    def list(self, kind: str, prefix: str = "") -> list[tuple[str, Document]]:
+    def list(self, kind: str, prefix: str = "") -> builtins.list[tuple[str, Document]]:
         """All documents of a kind whose key starts with `prefix`, sorted by key."""
         ...
 
@@ -100,11 +102,11 @@ class StateStore(Protocol):
         ...
 
     def audit(self, model: str | None = None, since: float | None = None,
-              limit: int = 1000) -> list[AuditRecord]:
+              limit: int = 1000) -> builtins.list[AuditRecord]:
         """Entries, newest first, optionally for one model and from a time on."""
         ...
 
-    def audit_all(self) -> list[AuditRecord]:
+    def audit_all(self) -> builtins.list[AuditRecord]:
         """Every entry, oldest first (for chain verification)."""
         ...
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.harness import GatewayThread, test_settings
+from tests.gateway.harness import GatewayThread, gateway_settings
 
 
 @pytest.fixture(scope="module")
 def served(model_repo: Path) -> Iterator[GatewayThread]:
-    with GatewayThread(test_settings(model_repo)) as gw:
+    with GatewayThread(gateway_settings(model_repo)) as gw:
         yield gw

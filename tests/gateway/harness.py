@@ -13,7 +13,7 @@ from gateway.app import Endpoints, Gateway
 from gateway.settings import ServerSettings, Settings
 
 
-def test_settings(repo: Path | None, **server: Any) -> Settings:
+def gateway_settings(repo: Path | None, **server: Any) -> Settings:
     base = ServerSettings(host="127.0.0.1", http_port=0, grpc_port=0, admin_port=0, drain_seconds=5.0)
     return Settings(repository=repo, server=replace(base, **server))
 
