@@ -1,0 +1,99 @@
+"""Streaming per-feature moments (count, mean, variance, min, max) in Welford's mergeable form.
+
+State is a float64 array [5, F]: rows COUNT, MEAN, M2 (sum of squared deviations), MIN, MAX.
+Only finite values count; NaN and infinities are left to the histogram's own slots.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+COUNT, MEAN, M2, MIN, MAX = range(5)
+STATE_ROWS = 5
+
+
+def new_state(features: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """An empty moments state for `features` features (count 0, min +inf, max -inf)."""
+    state = np.zeros((STATE_ROWS, features), np.float64)
+    state[MIN] = np.inf
+    state[MAX] = -np.inf
+    return state
+
+
+@njit(cache=True, nogil=True)
+def _merge_feature(state: Any, f: int, n: float, mean: float, m2: float, lo: float, hi: float) -> None:
+    # Chan et al.'s pairwise update: exact for any split of the data, stable for large counts.
+    if n == 0.0:
+        return
+    na = state[COUNT, f]
+    total = na + n
+    delta = mean - state[MEAN, f]
+    state[MEAN, f] += delta * (n / total)
+    state[M2, f] += m2 + delta * delta * (na * n / total)
+    state[COUNT, f] = total
+    state[MIN, f] = min(state[MIN, f], lo)
+    state[MAX, f] = max(state[MAX, f], hi)
+
+
+@njit(cache=True, nogil=True)
+def _batch_sums(values: Any, n: Any, total: Any, lo: Any, hi: Any) -> None:
+    for r in range(values.shape[0]):
+        row = values[r]
+        for f in range(row.shape[0]):
+            v = np.float64(row[f])
+            ok = v - v == 0.0
+            n[f] += 1.0 if ok else 0.0
+            total[f] += v if ok else 0.0
+            lo[f] = min(lo[f], v) if ok else lo[f]
+            hi[f] = max(hi[f], v) if ok else hi[f]
+
+
+@njit(cache=True, nogil=True)
+def _batch_m2(values: Any, mean: Any, m2: Any) -> None:
+    # Second pass about the batch mean: accurate where sum-of-squares would cancel.
+    for r in range(values.shape[0]):
+        row = values[r]
+        for f in range(row.shape[0]):
+            v = np.float64(row[f])
+            d = v - mean[f]
+            m2[f] += d * d if v - v == 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def update_moments(values: Any, state: Any) -> None:
+    """Merge the finite values of `values` [rows, F] into `state` [5, F]."""
+    features = values.shape[1]
+    if state.shape[0] != STATE_ROWS or state.shape[1] != features:
+        raise ValueError("update_moments: expected state [5, F] for values [rows, F]")
+    n = np.zeros(features)
+    total = np.zeros(features)
+    lo = np.full(features, np.inf)
+    hi = np.full(features, -np.inf)
+    _batch_sums(values, n, total, lo, hi)
+    mean = total / np.maximum(n, 1.0)
+    m2 = np.zeros(features)
+    _batch_m2(values, mean, m2)
+    for f in range(features):
+        _merge_feature(state, f, n[f], mean[f], m2[f], lo[f], hi[f])
+
+
+@njit(cache=True, nogil=True)
+def merge_moments(state: Any, other: Any) -> None:
+    """Merge the moments state `other` [5, F] into `state` [5, F]."""
+    if state.shape[0] != STATE_ROWS or state.shape[1] != other.shape[1] or other.shape[0] != STATE_ROWS:
+        raise ValueError("merge_moments: expected two states of shape [5, F]")
+    for f in range(state.shape[1]):
+        _merge_feature(
+            state, f, other[COUNT, f], other[MEAN, f], other[M2, f], other[MIN, f], other[MAX, f]
+        )
+
+
+def variance(state: np.ndarray[Any, np.dtype[np.float64]], ddof: int = 0) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Per-feature variance from a state; NaN where count <= ddof."""
+    count = state[COUNT]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = state[M2] / (count - ddof)
+    return np.where(count > ddof, out, np.nan)
