@@ -6,6 +6,7 @@ import json
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -39,7 +40,7 @@ def test_the_hash_ignores_key_order_and_covers_every_field() -> None:
     reordered = replace(base, before={"weights": [10, 90], "stage": "canary"},
                         evidence={"window": {"n": 3}, "p99_ms": 12.5})
     assert entry_hash(reordered) == base.hash
-    changed = {"seq": 2, "ts": 100.25, "actor": "bob", "action": "rollback", "model": "n", "version": "3",
+    changed: dict[str, Any] = {"seq": 2, "ts": 100.25, "actor": "bob", "action": "rollback", "model": "n", "version": "3",
                "before": None, "after": {"stage": "archived"}, "reason": "other", "evidence": {},
                "prev_hash": "ab"}
     assert set(changed) == set(HASHED_FIELDS)

@@ -18,7 +18,7 @@ from tests.fakes.store import FakeStore
 from tests.rollout.test_validation import OrtProbe
 
 
-def spec(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
+def spec(name: str, dtype: str, shape: Any) -> dict[str, Any]:
     return {"type": "tensor", "tensor-spec": {"dtype": dtype, "shape": shape}, "name": name}
 
 

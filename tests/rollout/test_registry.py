@@ -6,6 +6,7 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,10 +90,12 @@ def test_register_refuses_bad_input_and_duplicates(registry: Registry, tmp_path:
     registry.register("m", "1", path, actor="ci")
     with pytest.raises(Conflict, match="already has a version '1'"):
         registry.register("m", "1", path, actor="ci")
-    for kwargs, field in [({"model": "a/b"}, "model"), ({"version": ""}, "version"),
-                          ({"artifact": tmp_path / "missing.onnx"}, "artifact"), ({"actor": ""}, "actor"),
-                          ({"metadata": ["x"]}, "metadata")]:
-        args = {"model": "m", "version": "2", "artifact": path, "actor": "ci", **kwargs}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"model": "a/b"}, "model"), ({"version": ""}, "version"),
+        ({"artifact": tmp_path / "missing.onnx"}, "artifact"), ({"actor": ""}, "actor"),
+        ({"metadata": ["x"]}, "metadata")]
+    for kwargs, field in cases:
+        args: dict[str, Any] = {"model": "m", "version": "2", "artifact": path, "actor": "ci", **kwargs}
         with pytest.raises(InvalidSpec) as err:
             registry.register(args.pop("model"), args.pop("version"), args.pop("artifact"), **args)
         assert err.value.field == field

@@ -64,9 +64,10 @@ PROD = Production("1", "prod.onnx", SIG)
 def test_policy_round_trips_and_names_bad_fields() -> None:
     policy = GatePolicy(metric="auc", threshold=0.8, allowed_regions=("eu-west-1",))
     assert GatePolicy.from_dict(policy.to_dict()) == policy
-    for data, field in [({"metric": "f1"}, "gates.metric"), ({"latency_budget_ms": "fast"}, "gates.latency_budget_ms"),
+    cases: list[tuple[dict[str, Any], str]] = [({"metric": "f1"}, "gates.metric"), ({"latency_budget_ms": "fast"}, "gates.latency_budget_ms"),
                         ({"colour": 1}, "gates.colour"), ({"allowed_regions": "eu"}, "gates.allowed_regions"),
-                        ({"latency_runs": 0}, "gates.latency_runs")]:
+                        ({"latency_runs": 0}, "gates.latency_runs")]
+    for data, field in cases:
         with pytest.raises(InvalidSpec) as err:
             GatePolicy.from_dict(data)
         assert err.value.field == field
