@@ -12,7 +12,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.dataplane import DataPlane, LatestRouter
+from gateway.dataplane import DataPlane
 from gateway.models import ModelManager
 from gateway.observability.metrics import CONTENT_TYPE, Metrics
 from gateway.protocol import http_app
@@ -20,6 +20,7 @@ from gateway.protocol.grpc_server import GrpcServer
 from gateway.protocol.grpc_servicer import GrpcServicer
 from gateway.protocol.http_server import HttpServer, Request, Response, Route, Router
 from gateway.repository import ModelSource, scan
+from gateway.routing import TrafficRouter
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ class Gateway:
         self.settings = settings
         self.metrics = Metrics()
         self.manager = ModelManager(self.metrics)
-        self.plane = DataPlane(self.manager, LatestRouter(self.manager))
+        self.router = TrafficRouter(self.manager)
+        self.plane = DataPlane(self.manager, self.router)
         self._sources: dict[str, ModelSource] = {}
         s = settings.server
         tls = _tls_context(s.tls_cert, s.tls_key)

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.admission import admit, check_outputs
@@ -28,8 +27,8 @@ from gateway.errors import (
     ServingError,
 )
 from gateway.models import LoadedVersion, ModelManager, VersionState
-from gateway.repository import version_key
-from gateway.types import InferOutput, InferRequest, InferResponse
+from gateway.routing import RouteChoice, TrafficRouter
+from gateway.types import DATATYPES, InferOutput, InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +43,6 @@ _OUTCOME = {InvalidInput: "invalid_input", ModelNotFound: "not_found", ModelNotR
             Overloaded: "overloaded", DeadlineExceeded: "deadline_exceeded", InferenceFailed: "failed"}
 
 
-@dataclass(frozen=True, slots=True)
-class RouteChoice:
-    """Where one call goes: the answering version, an optional shadow, and the stable fallback."""
-
-    version: str
-    shadow: str | None = None
-    fallback: str | None = None
-
-
-class Router(Protocol):
-    def choose(self, model: str, routing: Mapping[str, str]) -> RouteChoice: ...
-
-
 class ShadowSink(Protocol):
     def mirror(self, request: InferRequest, feeds: Mapping[str, Any], primary: LoadedVersion,
                result: BatchResult, shadow: str) -> None: ...
@@ -65,7 +51,7 @@ class ShadowSink(Protocol):
 class DataPlane:
     """Transport-neutral; protocol adapters convert, call one method, convert back."""
 
-    def __init__(self, manager: ModelManager, router: Router, *, version: str = "0.1.0",
+    def __init__(self, manager: ModelManager, router: TrafficRouter, *, version: str = "0.1.0",
                  shadow: ShadowSink | None = None) -> None:
         self.manager = manager
         self.router = router
@@ -111,7 +97,6 @@ class DataPlane:
         def dims(shape: tuple[int, ...]) -> list[int]:
             return list(shape[strip:])
 
-        from gateway.types import DATATYPES
         return {
             "name": model,
             "platform": PLATFORM,
@@ -208,7 +193,7 @@ class DataPlane:
 
     async def _retry_on_stable(self, request: InferRequest, stable: str, started: float) -> InferResponse:
         loaded = self.manager.get(request.model, stable)
-        feeds, result = await self._run(loaded, request)
+        _, result = await self._run(loaded, request)
         self._record_success(loaded, request.protocol, time.perf_counter() - started, result.queue_s,
                              outcome="retried_on_stable")
         return self._response(loaded, request, result)
@@ -238,17 +223,3 @@ def _expire(future: asyncio.Future[BatchResult]) -> None:
     if not future.done():
         future.set_exception(DeadlineExceeded("deadline exceeded before the inference finished"))
 
-
-class LatestRouter:
-    """Routes a call without a version to the highest READY version (no route tables)."""
-
-    def __init__(self, manager: ModelManager) -> None:
-        self._manager = manager
-
-    def choose(self, model: str, routing: Mapping[str, str]) -> RouteChoice:
-        versions = self._manager.versions(model)
-        if not versions:
-            raise ModelNotFound(f"unknown model '{model}'; served models: {self._manager.models()}")
-        ready = [v.version for v in versions if v.state is VersionState.READY]
-        pool = ready or [v.version for v in versions]
-        return RouteChoice(max(pool, key=version_key))

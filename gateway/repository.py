@@ -186,7 +186,7 @@ def _duration_us(value: Any, default_unit: str, where: str) -> int:
             raise ConfigError(f"{where}: expected a duration like '500us', '2ms' or '0.5s', got {value!r}")
         number, unit = float(match.group(1)), match.group(2) or default_unit
     scale = {"us": 1, "µs": 1, "ms": 1_000, "s": 1_000_000}[unit]
-    micros = int(round(number * scale))
+    micros = round(number * scale)
     if micros < 0 or micros > 3_600_000_000:
         raise ConfigError(f"{where}: out of range: {value!r}")
     return micros

@@ -7,6 +7,7 @@ Tests, benchmarks and `servegate demo` all use these, so every figure is about t
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def build_mlp(repo: Path, model: str = "mlp", version: str = "1", *, seed: int =
     sizes = (inputs, *hidden, classes)
     nodes, inits = [], []
     prev = "input"
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (fan_in, fan_out) in enumerate(pairwise(sizes)):
         w = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
         b = (rng.standard_normal(fan_out) * 0.01).astype(np.float32)
         if i == len(sizes) - 2:

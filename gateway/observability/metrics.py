@@ -7,6 +7,7 @@ resolved once, so recording a request costs a few attribute lookups.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -80,10 +81,8 @@ class Metrics:
         """Drops an unloaded version's series so label sets stay bounded over many versions."""
         for metric in (self.queue_depth, self.inflight, self.model_ready, self.traffic_weight,
                        self.queue_duration, self.compute_duration, self.batch_size, self.batch_requests):
-            try:
+            with contextlib.suppress(KeyError):
                 metric.remove(model, version)
-            except KeyError:
-                pass
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

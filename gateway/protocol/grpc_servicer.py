@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
-
-import grpc
+from typing import Any, Protocol, TypeAlias
 
 from gateway.dataplane import DataPlane
 from gateway.errors import ServingError
 from gateway.protocol import grpc_convert as convert
 from gateway.protocol.pb import grpc_service_pb2 as pb
 
-Context = grpc.aio.ServicerContext[Any, Any]
+# grpc ships no type information; this names what handlers receive (a grpc.aio.ServicerContext).
+Context: TypeAlias = Any
 
 
 class RepositoryControl(Protocol):

@@ -57,7 +57,7 @@ def test_non_batchable_model_needs_its_exact_shape() -> None:
     ok = InferInput("image", "FP32", (1, 3), np.zeros((1, 3), np.float32))
     assert admit(fixed, 0, InferRequest("m", "", [ok]))[1] == 1
     two = InferInput("image", "FP32", (2, 3), np.zeros((2, 3), np.float32))
-    with pytest.raises(InvalidInput, match="at dimension 0 .expected 1."):
+    with pytest.raises(InvalidInput, match=r"at dimension 0 .expected 1."):
         admit(fixed, 0, InferRequest("m", "", [two]))
 
 
