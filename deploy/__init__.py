@@ -1,0 +1,1 @@
+"""servegate's deployment: the image's health check, Kubernetes manifests, and their static checks."""
