@@ -172,7 +172,7 @@ class EdgeTable:
         table = np.asarray(edges, dtype=np.float64)
         if table.ndim != 2:
             raise ValueError(f"edges: expected a 2-D array [edges, features], got shape {table.shape}")
-        if np.isnan(table).any() or (np.diff(table, axis=0) < 0).any():
+        if np.isnan(table).any() or (table[1:] < table[:-1]).any():
             raise ValueError("edges: expected each feature's edges in ascending order, without NaN")
         self.n_edges, self.features = table.shape
         self.slots = slots_for(self.n_edges)
