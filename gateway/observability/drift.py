@@ -1,0 +1,436 @@
+"""Per-version drift monitor: bins every batch into one-second slices on the inference worker thread,
+and compares a window of slices with the reference profile, or with another version, off the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kernels.binning import EdgeTable
+from kernels.divergence import PSI_EPSILON, js_distance, ks_binned, psi
+from kernels.moments import MEAN, merge_moments, new_state, update_moments, variance
+from kernels.profile import DEFAULT_BINS, Profile, ProfileBuilder, TensorProfile
+
+log = logging.getLogger(__name__)
+
+Array = np.ndarray[Any, np.dtype[Any]]
+KERNEL_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64))
+ROLES = ("input", "output")
+
+
+def _positive(name: str, value: float, integer: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a positive {'integer' if integer else 'number'}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DriftConfig:
+    """Settings of a drift monitor; validated on construction."""
+
+    slice_seconds: float = 1.0  # resolution of windows
+    keep_seconds: float = 300.0  # longest window that can be asked for
+    live_reference_rows: int = 1000  # rows that become the reference when no profile is given
+    bins: int = DEFAULT_BINS  # quantile bins of a live reference
+    sample_rows: int = 0  # bin at most this many rows of each batch (0 = all rows)
+    seed: int = 0  # of the row sampler, so that runs repeat
+    epsilon: float = PSI_EPSILON  # floor of a bin's proportion in PSI
+    top_features: int = 5  # how many drifting features a report names
+
+    def __post_init__(self) -> None:
+        _positive("slice_seconds", self.slice_seconds)
+        _positive("keep_seconds", self.keep_seconds)
+        _positive("live_reference_rows", self.live_reference_rows, integer=True)
+        _positive("top_features", self.top_features, integer=True)
+        _positive("epsilon", self.epsilon)
+        if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 2:
+            raise ValueError(f"bins: expected an integer >= 2, got {self.bins!r}")
+        if isinstance(self.sample_rows, bool) or not isinstance(self.sample_rows, int) or self.sample_rows < 0:
+            raise ValueError(f"sample_rows: expected an integer >= 0 (0 = every row), got {self.sample_rows!r}")
+        if self.keep_seconds < self.slice_seconds:
+            raise ValueError("keep_seconds: expected at least slice_seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    role: str
+    tensor: TensorProfile
+    table: EdgeTable
+    reference: Array  # the profile's counts, C-contiguous int64
+
+
+class _Slice:
+    """Counts and moments of one slice of time; its lock serialises writers and readers of this slice."""
+
+    __slots__ = ("counts", "lock", "moments", "rows", "tick")
+
+    def __init__(self, plans: tuple[_Plan, ...]) -> None:
+        self.lock = threading.Lock()
+        self.tick = -(2**62)
+        self.rows = 0
+        self.counts = [p.table.new_counts() for p in plans]
+        self.moments = [new_state(p.tensor.features) for p in plans]
+
+    def reset(self, tick: int) -> None:
+        self.tick = tick
+        self.rows = 0
+        for c in self.counts:
+            c.fill(0)
+        for m in self.moments:
+            m[:] = new_state(m.shape[1])
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    plans: tuple[_Plan, ...]
+    slices: tuple[_Slice, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """Sums over the slices of one window, aligned with the monitor's tensors (inputs, then outputs)."""
+
+    seconds: float
+    rows: int
+    counts: tuple[Array, ...]
+    moments: tuple[Array, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class TensorDrift:
+    """Per-feature drift of one tensor over a window; NaN where a side had no observations."""
+
+    name: str
+    role: str
+    rows: int  # rows of this tensor binned in the window (after sampling)
+    feature_names: tuple[str, ...]
+    psi: Array
+    js: Array
+    ks: Array
+    mean_shift: Array  # (window mean - baseline mean) / baseline standard deviation
+    top: int = 5
+
+    @property
+    def psi_max(self) -> float:
+        return _nan_stat(np.nanmax, self.psi)
+
+    @property
+    def psi_mean(self) -> float:
+        return _nan_stat(np.nanmean, self.psi)
+
+    @property
+    def js_max(self) -> float:
+        return _nan_stat(np.nanmax, self.js)
+
+    @property
+    def ks_max(self) -> float:
+        return _nan_stat(np.nanmax, self.ks)
+
+    def top_features(self, n: int | None = None) -> list[tuple[str, float]]:
+        """The `n` (default: the configured number) features with the largest PSI, largest first."""
+        order = [i for i in np.argsort(-self.psi, kind="stable") if not np.isnan(self.psi[i])]
+        return [(self.feature_names[i], float(self.psi[i])) for i in order[: self.top if n is None else n]]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe summary: the maxima, the mean PSI and the top features (null = no data)."""
+        return {
+            "tensor": self.name,
+            "role": self.role,
+            "rows": self.rows,
+            "psi_max": _json(self.psi_max),
+            "psi_mean": _json(self.psi_mean),
+            "js_max": _json(self.js_max),
+            "ks_max": _json(self.ks_max),
+            "top": [{"feature": f, "psi": v} for f, v in self.top_features()],
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class DriftReport:
+    """Drift of every tensor of a version over one window, against `baseline` ("reference" or a monitor)."""
+
+    baseline: str
+    seconds: float
+    rows: int
+    ready: bool
+    tensors: tuple[TensorDrift, ...] = ()
+
+    @property
+    def inputs(self) -> tuple[TensorDrift, ...]:
+        return tuple(t for t in self.tensors if t.role == "input")
+
+    @property
+    def outputs(self) -> tuple[TensorDrift, ...]:
+        return tuple(t for t in self.tensors if t.role == "output")
+
+    def tensor(self, name: str, role: str = "input") -> TensorDrift:
+        for t in self.tensors:
+            if t.name == name and t.role == role:
+                return t
+        raise KeyError(f"no {role} tensor {name!r} in this report")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline,
+            "seconds": self.seconds,
+            "rows": self.rows,
+            "ready": self.ready,
+            "tensors": [t.summary() for t in self.tensors],
+        }
+
+
+class DriftMonitor:
+    """Drift of one model version. `record` runs on worker threads; everything else off the hot path.
+
+    With a profile the reference is the profile (`reference_source == "profile"`). Without one, the
+    first `config.live_reference_rows` recorded rows become the reference (`"live"`); until then
+    `ready` is False and `reference_rows_needed` says how many rows are still missing.
+    """
+
+    def __init__(
+        self,
+        profile: Profile | None = None,
+        config: DriftConfig | None = None,
+        *,
+        name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config or DriftConfig()
+        self.name = name
+        self._clock = clock
+        self._state: _State | None = None
+        self._builder: ProfileBuilder | None = None
+        self._profile: Profile | None = None
+        self._build_lock = threading.Lock()
+        self._rng = np.random.default_rng(self.config.seed)
+        self._rng_lock = threading.Lock()
+        self._skips: dict[str, int] = {}
+        self._skip_lock = threading.Lock()
+        self.reference_source = "profile" if profile is not None else "live"
+        if profile is None:
+            self._builder = ProfileBuilder(self.config.live_reference_rows, bins=self.config.bins)
+        else:
+            self._install(profile)
+
+    @property
+    def ready(self) -> bool:
+        return self._state is not None
+
+    @property
+    def profile(self) -> Profile | None:
+        return self._profile
+
+    @property
+    def reference_rows_needed(self) -> int:
+        builder = self._builder
+        if self.ready:
+            return 0
+        return self.config.live_reference_rows if builder is None else builder.rows_needed - builder.rows_seen
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Tensors left out of the counts, by "<tensor>: <reason>"."""
+        with self._skip_lock:
+            return dict(self._skips)
+
+    def record(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+        """Count one batch. Never raises: a tensor that cannot be binned is skipped, counted and logged once."""
+        try:
+            state = self._state
+            if state is None:
+                state, inputs, outputs = self._feed_reference(inputs, outputs)
+            if state is not None:
+                self._count(state, inputs, outputs)
+        except Exception as exc:  # the request path must never fail because of drift accounting
+            self._skip("*", f"unexpected error {type(exc).__name__}: {exc}")
+
+    def window(self, seconds: float, now: float | None = None) -> WindowCounts:
+        """Sum of the slices covering the last `seconds` up to `now` (default: the clock)."""
+        _positive("seconds", seconds)
+        if seconds > self.config.keep_seconds:
+            raise ValueError(f"seconds: expected at most keep_seconds={self.config.keep_seconds}, got {seconds}")
+        state = self._state
+        if state is None:
+            return WindowCounts(seconds, 0, (), ())
+        last = self._tick(self._clock() if now is None else now)
+        first = last - math.ceil(seconds / self.config.slice_seconds - 1e-9) + 1
+        counts = [p.table.new_counts() for p in state.plans]
+        moments = [new_state(p.tensor.features) for p in state.plans]
+        rows = 0
+        for s in state.slices:
+            with s.lock:
+                if first <= s.tick <= last:
+                    rows += s.rows
+                    for i in range(len(counts)):
+                        counts[i] += s.counts[i]
+                        merge_moments(moments[i], s.moments[i])
+        return WindowCounts(seconds, rows, tuple(counts), tuple(moments))
+
+    def drift(self, seconds: float, now: float | None = None) -> DriftReport:
+        """Drift of the last `seconds` against the reference profile, per feature of every tensor."""
+        state = self._state
+        w = self.window(seconds, now)
+        if state is None:
+            return DriftReport("reference", seconds, 0, ready=False)
+        baselines = [(p.reference, p.tensor.moments) for p in state.plans]
+        return self._report("reference", state.plans, baselines, w)
+
+    def compare(self, baseline: DriftMonitor, seconds: float, now: float | None = None) -> DriftReport:
+        """Drift of this monitor's window against `baseline`'s window over the same `seconds`.
+
+        Both must bin a tensor with the same edges (give the candidate the stable version's profile);
+        tensors only one side knows are left out.
+        """
+        at = self._clock() if now is None else now
+        mine, theirs = self._state, baseline._state
+        if mine is None or theirs is None:
+            return DriftReport(baseline.name or "baseline", seconds, 0, ready=False)
+        index = {(p.role, p.tensor.name): j for j, p in enumerate(theirs.plans)}
+        pairs = [(i, index[(p.role, p.tensor.name)]) for i, p in enumerate(mine.plans) if (p.role, p.tensor.name) in index]
+        for i, j in pairs:
+            if not np.array_equal(mine.plans[i].table.edges64, theirs.plans[j].table.edges64):
+                raise ValueError(
+                    f"compare: {mine.plans[i].role} {mine.plans[i].tensor.name!r} is binned with different "
+                    "edges in the two monitors; give both the same reference profile"
+                )
+        wb, wm = baseline.window(seconds, at), self.window(seconds, at)
+        plans = tuple(mine.plans[i] for i, _ in pairs)
+        current = WindowCounts(seconds, wm.rows, tuple(wm.counts[i] for i, _ in pairs), tuple(wm.moments[i] for i, _ in pairs))
+        bases = [(wb.counts[j], wb.moments[j]) for _, j in pairs]
+        return self._report(baseline.name or "baseline", plans, bases, current)
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    def _count(self, state: _State, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+        batch = self._prepare(state.plans, inputs, outputs)
+        if not batch:
+            return
+        rows = batch[0][1].shape[0]
+        batch = self._sample(batch, rows)
+        tick = self._tick(self._clock())
+        s = state.slices[tick % len(state.slices)]
+        with s.lock:
+            if s.tick != tick:
+                if s.tick > tick:  # a thread stalled for longer than the ring: its slice is gone
+                    return
+                s.reset(tick)
+            for i, values in batch:
+                state.plans[i].table.bin_into(values, s.counts[i])
+                update_moments(values, s.moments[i])
+            s.rows += rows
+
+    def _prepare(self, plans: tuple[_Plan, ...], inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[tuple[int, Array]]:
+        batch: list[tuple[int, Array]] = []
+        for i, plan in enumerate(plans):
+            data = (inputs if plan.role == "input" else outputs).get(plan.tensor.name)
+            values = None if data is None else self._as_rows(plan, data)
+            if values is None:
+                continue
+            if batch and values.shape[0] != batch[0][1].shape[0]:
+                self._skip(plan.tensor.name, f"{values.shape[0]} rows where the batch has {batch[0][1].shape[0]}")
+                continue
+            batch.append((i, values))
+        return batch
+
+    def _as_rows(self, plan: _Plan, data: Any) -> Array | None:
+        a = data if isinstance(data, np.ndarray) else np.asarray(data)
+        if a.dtype.kind not in "biuf":
+            self._skip(plan.tensor.name, f"dtype {a.dtype} (expected a numeric tensor)")
+            return None
+        if a.dtype not in KERNEL_DTYPES:
+            a = a.astype(np.float32 if a.dtype == np.float16 else np.float64 if a.dtype == np.uint64 else np.int64)
+        values = a if a.ndim == 2 else a.reshape(a.shape[0], -1) if a.ndim else a.reshape(1, 1)
+        if a.ndim == 0 or values.shape[1] != plan.tensor.features:
+            self._skip(plan.tensor.name, f"shape {a.shape} (expected [rows, ...] with {plan.tensor.features} features per row)")
+            return None
+        return values if values.flags.c_contiguous else np.ascontiguousarray(values)
+
+    def _sample(self, batch: list[tuple[int, Array]], rows: int) -> list[tuple[int, Array]]:
+        k = self.config.sample_rows
+        if not k or rows <= k:
+            return batch
+        with self._rng_lock:
+            chosen = np.sort(self._rng.choice(rows, size=k, replace=False))
+        return [(i, v[chosen]) for i, v in batch]
+
+    def _tick(self, now: float) -> int:
+        return math.floor(now / self.config.slice_seconds)
+
+    def _skip(self, tensor: str, reason: str) -> None:
+        key = f"{tensor}: {reason}"
+        with self._skip_lock:
+            seen = self._skips.get(key, 0)
+            self._skips[key] = seen + 1
+        if not seen:
+            log.warning("drift monitor %s: skipped %s (logged once)", self.name or "-", key)
+
+    # -- the reference ------------------------------------------------------------------------------
+
+    def _feed_reference(
+        self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]
+    ) -> tuple[_State | None, Mapping[str, Any], Mapping[str, Any]]:
+        # Only numeric tensors can be profiled; anything else is left out of the live reference.
+        ins, outs = _numeric(inputs), _numeric(outputs)
+        with self._build_lock:
+            builder = self._builder
+            if self._state is not None or builder is None:
+                return self._state, ins, outs
+            taken = builder.add(ins, outs)
+            if not builder.done:
+                return None, ins, outs
+            self._builder = None  # built once, whether or not it succeeds
+            self._install(builder.build())
+        rest_in = {n: a[taken:] for n, a in ins.items()}
+        rest_out = {n: a[taken:] for n, a in outs.items()}
+        left = min((a.shape[0] for a in (*rest_in.values(), *rest_out.values())), default=0)
+        return (self._state if left else None), rest_in, rest_out
+
+    def _install(self, profile: Profile) -> None:
+        plans = tuple(
+            _Plan(role, t, EdgeTable(t.edges), np.ascontiguousarray(t.counts, dtype=np.int64))
+            for role, tensors in zip(ROLES, (profile.inputs, profile.outputs), strict=True)
+            for t in tensors
+        )
+        ring = math.ceil(self.config.keep_seconds / self.config.slice_seconds) + 1
+        self._profile = profile
+        self._state = _State(plans, tuple(_Slice(plans) for _ in range(ring)))
+
+    def _report(self, baseline: str, plans: tuple[_Plan, ...], bases: list[tuple[Array, Array]], w: WindowCounts) -> DriftReport:
+        eps, top = self.config.epsilon, self.config.top_features
+        tensors = tuple(
+            TensorDrift(
+                p.tensor.name, p.role, int(cur[0].sum()) if len(cur) else 0, p.tensor.feature_names,
+                psi(ref, cur, eps), js_distance(ref, cur), ks_binned(ref, cur), _mean_shift(ref_m, cur_m), top,
+            )
+            for p, (ref, ref_m), cur, cur_m in zip(plans, bases, w.counts, w.moments, strict=True)
+        )
+        return DriftReport(baseline, w.seconds, w.rows, True, tensors)
+
+
+def _numeric(tensors: Mapping[str, Any]) -> dict[str, Array]:
+    arrays = {n: np.asarray(a) for n, a in tensors.items()}
+    return {n: a for n, a in arrays.items() if a.dtype.kind in "biuf" and a.ndim > 0}
+
+
+def _mean_shift(base: Array, current: Array) -> Array:
+    std = np.sqrt(variance(base))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = (current[MEAN] - base[MEAN]) / std
+    return np.asarray(np.where((std > 0) & (current[0] > 0), shift, np.nan), dtype=np.float64)
+
+
+def _nan_stat(fn: Callable[[Array], Any], values: Array) -> float:
+    finite = values[~np.isnan(values)]
+    return float(fn(finite)) if finite.size else math.nan
+
+
+def _json(v: float) -> float | None:
+    return v if math.isfinite(v) else None
