@@ -1,27 +1,43 @@
 """Composition root: builds every part of a gateway from its settings and owns the start/stop order.
 
-Start: listeners first (so liveness answers while models warm up), then models, then ready.
-Stop (graceful drain): not ready -> stop accepting -> finish in-flight work -> flush state -> exit.
+Start: listeners (liveness answers while models warm up) -> state store -> registry sync (register
+versions found on disk, load what the route tables use) -> ready -> background sync and controller.
+Stop (graceful drain): not ready -> stop accepting -> finish in-flight work -> stop background tasks
+-> close the store -> exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from gateway.control_plane import GatewayControl
 from gateway.dataplane import DataPlane
+from gateway.errors import ModelNotFound
+from gateway.inference.probe import OrtProbe
 from gateway.models import ModelManager
 from gateway.observability.metrics import CONTENT_TYPE, Metrics
+from gateway.observation import LiveMetrics
 from gateway.protocol import http_app
 from gateway.protocol.grpc_server import GrpcServer
 from gateway.protocol.grpc_servicer import GrpcServicer
 from gateway.protocol.http_server import HttpServer, Request, Response, Route, Router
-from gateway.repository import ModelSource, scan
+from gateway.repository import scan
 from gateway.routing import TrafficRouter
 from gateway.settings import Settings
+from gateway.shadow import ShadowMirror
+from gateway.sync import StateSync
+from rollout.controller import Controller
+from rollout.errors import StoreUnavailable
+from rollout.registry import Registry
+from rollout.store import open_store
+from rollout.store.base import StateStore
+from rollout.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +60,16 @@ class Gateway:
         self.metrics = Metrics()
         self.manager = ModelManager(self.metrics)
         self.router = TrafficRouter(self.manager)
-        self.plane = DataPlane(self.manager, self.router)
-        self._sources: dict[str, ModelSource] = {}
+        self.shadow = ShadowMirror(self.manager, self.metrics)
+        self.plane = DataPlane(self.manager, self.router, shadow=self.shadow)
+        self.live_metrics = LiveMetrics(self.manager, self.shadow)
+        self.store: StateStore | None = None
+        self.sync: StateSync | None = None
+        self.control: GatewayControl | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
         s = settings.server
-        tls = _tls_context(s.tls_cert, s.tls_key)
-        reuse = s.workers > 1
+        tls, reuse = _tls_context(s.tls_cert, s.tls_key), s.workers > 1
         self.grpc = GrpcServer(GrpcServicer(self.plane, self), host=s.host, port=s.grpc_port,
                                max_message_bytes=s.max_request_bytes, reuse_port=reuse,
                                tls=_tls_pair(s.tls_cert, s.tls_key))
@@ -64,21 +85,43 @@ class Gateway:
     async def _metrics(self, req: Request) -> Response:
         return Response(200, self.metrics.render(), CONTENT_TYPE)
 
+    # --- lifecycle -------------------------------------------------------------------------------
+
     async def start(self) -> Endpoints:
         host = self.settings.server.host
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         http_port = await self.http.start()
         grpc_port = await self.grpc.start()
         admin_port = await self.admin.start()
-        if self.settings.repository is not None:
-            self._sources = scan(self.settings.repository, self.settings.models)
-            await self._load_all()
+        await self._start_state()
         self.plane.accepting = True
         await self.grpc.set_serving(True)
         return Endpoints(f"{shown}:{http_port}", f"{shown}:{grpc_port}", f"{shown}:{admin_port}")
 
-    async def _load_all(self) -> None:
-        for source in self._sources.values():
+    async def _start_state(self) -> None:
+        settings = self.settings
+        self.store = await asyncio.to_thread(open_store, settings.store_url())
+        registry = Registry(self.store, validator=Validator(OrtProbe()))
+        sources = scan(settings.repository, settings.models) if settings.repository else {}
+        self.sync = StateSync(self.store, registry, self.manager, self.router, self.metrics,
+                              sources=sources, defaults=settings.models,
+                              drain_seconds=settings.server.drain_seconds)
+        self.control = GatewayControl(self.store, registry, self.sync, self.manager,
+                                      repository=settings.repository)
+        try:
+            await self.sync.bootstrap()
+        except StoreUnavailable as exc:
+            log.error("state store unreachable at start (%s); serving the repository's highest versions "
+                      "until it answers", exc)
+            await self._load_repository()
+        self._tasks.append(asyncio.ensure_future(self.sync.run(self._stop)))
+        if settings.controller.enabled:
+            controller = Controller(self.store, registry, self.live_metrics,
+                                    interval_s=settings.controller.interval_s)
+            self._tasks.append(asyncio.ensure_future(controller.run(self._stop)))
+
+    async def _load_repository(self) -> None:
+        for source in scan(self.settings.repository, self.settings.models).values() if self.settings.repository else ():
             for v in source.versions:
                 await self.manager.load(source.name, v.version, v.path, source.config)
 
@@ -88,22 +131,26 @@ class Gateway:
         await self.grpc.set_serving(False)
         await asyncio.gather(self.http.stop(grace), self.grpc.stop(grace))  # 2+3. no new calls; finish
         await self.manager.drain(grace)
+        self._stop.set()  # 4. background sync and controller end their current pass
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.shadow.stop()
         await self.manager.stop()
+        if self.store is not None:  # 5. state is durable at every write; close cleanly
+            await asyncio.to_thread(self.store.close)
         await self.admin.stop(1.0)  # last: metrics stay scrapeable during the drain
 
     # --- model-repository extension (RepositoryControl) ------------------------------------------
 
     async def load_model(self, name: str) -> None:
-        from gateway.errors import ModelNotFound
-
-        if self.settings.repository is None:
-            raise ModelNotFound("no model repository is configured")
-        self._sources = scan(self.settings.repository, self.settings.models)
-        source = self._sources.get(name)
-        if source is None:
+        if self.sync is None:
+            raise ModelNotFound("the gateway is starting")
+        if self.settings.repository is not None:
+            self.sync.sources = scan(self.settings.repository, self.settings.models)
+        if name not in self.sync.sources and name not in self.manager.models():
             raise ModelNotFound(f"model '{name}' is not in the repository {self.settings.repository}")
-        for v in source.versions:
-            await self.manager.load(name, v.version, v.path, source.config)
+        await self.sync.bootstrap()
 
     async def unload_model(self, name: str) -> None:
         for loaded in self.manager.versions(name):

@@ -10,7 +10,6 @@ A write returns only after it is durable.
 from __future__ import annotations
 
 import builtins
-
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable

@@ -13,9 +13,10 @@ from gateway.app import Endpoints, Gateway
 from gateway.settings import ServerSettings, Settings
 
 
-def gateway_settings(repo: Path | None, **server: Any) -> Settings:
+def gateway_settings(repo: Path | None, store: str = "sqlite:///:memory:", **server: Any) -> Settings:
+    """Free ports, a short drain, and by default a private in-memory store (no state shared between tests)."""
     base = ServerSettings(host="127.0.0.1", http_port=0, grpc_port=0, admin_port=0, drain_seconds=5.0)
-    return Settings(repository=repo, server=replace(base, **server))
+    return Settings(repository=repo, store=store, server=replace(base, **server))
 
 
 class GatewayThread:
