@@ -1,0 +1,276 @@
+"""The serving benchmark: starts the echo baseline and the gateway on free ports, loads both side by side
+in one run, and writes every figure and its ratio to its baseline as Markdown plus the raw JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from loadtests import benchdoc, figures
+from loadtests.cclients import ClientMissing, run_h2load, run_wrk
+from loadtests.metadata import discover
+from loadtests.payload import grpc_request, infer_path, random_tensors, rest_binary_body, rest_json_body
+from loadtests.peers_hook import PeerTarget, peer_api, peer_targets
+from loadtests.runner import LoadPlan
+from loadtests.scenario import Scenario, execute
+from loadtests.services import running
+
+MODEL = "mlp"
+DEFAULT_GATEWAY = ("{python} -m gateway.cli serve --repository {repository} "
+                   "--http-port 0 --grpc-port 0 --admin-port 0")
+ECHO_AS_GATEWAY = "{python} -m loadtests echo --grpc-port 0 --http-port 0 --onnx {model_file}"
+SCENARIOS = ("overhead", "small", "large", "rest", "peers")
+
+
+class Target(Protocol):
+    """A server under test: the echo, the gateway or a peer."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def grpc(self) -> str | None: ...
+
+    @property
+    def http(self) -> str | None: ...
+
+
+@dataclass
+class BenchSettings:
+    duration_s: float
+    warmup_s: float
+    workers: int
+    ort_threads: int
+    c_clients: bool
+    scenarios: tuple[str, ...]
+    gateway_cmd: str
+    small_concurrency: int = 64
+    large_concurrency: int = 16
+    large_rows: int = 64
+    h2load_connections: int = 1
+    wrk_threads: int = 1
+
+
+@dataclass
+class BenchRun:
+    """Everything measured in one benchmark run, keyed by run name."""
+
+    settings: BenchSettings
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def add(self, name: str, tool: str, server: str, result: dict[str, Any]) -> None:
+        self.runs[name] = {"tool": tool, "server": server, "result": result}
+        print(f"  {name}: {figures.headline(tool, result)}", flush=True)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("bench", help="serving benchmark: gateway vs echo and ORT baselines, side by side")
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="Markdown report")
+    p.add_argument("--json", type=Path, help="raw results (default: --out with .json)")
+    p.add_argument("--quick", action="store_true", help="short runs for a smoke test")
+    p.add_argument("--duration", type=float, help="seconds per run (default 10, quick 2)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds per run (default 2, quick 0.5)")
+    p.add_argument("--workers", type=int, default=1, help="Python load generator processes")
+    p.add_argument("--ort-threads", type=int, default=0, help="ORT intra-op threads of the baseline (0: default)")
+    p.add_argument("--gateway-cmd", default=DEFAULT_GATEWAY,
+                   help="command that serves the gateway; {python}, {repository}, {model_file} are filled in")
+    p.add_argument("--echo-as-gateway", action="store_true",
+                   help="stand the echo server in for the gateway (exercises the runner end to end)")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"subset of {','.join(SCENARIOS)}")
+    p.add_argument("--no-c-clients", action="store_true", help="skip wrk and h2load")
+
+
+def settings_from(args: argparse.Namespace) -> BenchSettings:
+    chosen = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {unknown}; choose from {SCENARIOS}")
+    return BenchSettings(
+        duration_s=args.duration or (2.0 if args.quick else 10.0),
+        warmup_s=args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0),
+        workers=args.workers, ort_threads=args.ort_threads, c_clients=not args.no_c_clients,
+        scenarios=chosen, gateway_cmd=ECHO_AS_GATEWAY if args.echo_as_gateway else args.gateway_cmd,
+    )
+
+
+def command(args: argparse.Namespace) -> int:
+    """`python -m loadtests bench`: runs everything and writes the report."""
+    st = settings_from(args)
+    json_path = args.json or args.out.with_suffix(".json")
+    with tempfile.TemporaryDirectory(prefix="loadtests-bench-") as tmp:
+        model_file = build_model(Path(tmp) / "repository")
+        bench = run_all(st, Path(tmp) / "repository", model_file)
+    invocation = ["python", "-m", "loadtests", *getattr(args, "argv", ["bench"])]
+    doc = benchdoc.document(settings_dict(st), bench.runs, bench.skipped, figures.compute(bench.runs, settings_dict(st)),
+                            invocation)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(doc, indent=1))
+    args.out.write_text(benchdoc.markdown(doc, json_path.name))
+    print(f"wrote {args.out} and {json_path}")
+    return 0
+
+
+def build_model(repository: Path) -> Path:
+    from gateway.demo.models import build_mlp
+
+    return build_mlp(repository, MODEL, "1")
+
+
+def gateway_command(template: str, repository: Path, model_file: Path) -> list[str]:
+    filled = template.format(python=shlex.quote(sys.executable), repository=shlex.quote(str(repository)),
+                             model_file=shlex.quote(str(model_file)))
+    return shlex.split(filled)
+
+
+def run_all(st: BenchSettings, repository: Path, model_file: Path) -> BenchRun:
+    bench = BenchRun(st)
+    echo_cmd = gateway_command(ECHO_AS_GATEWAY, repository, model_file)
+    with ExitStack() as stack:
+        echo = stack.enter_context(running("echo", echo_cmd))
+        gateway = stack.enter_context(running("gateway", gateway_command(st.gateway_cmd, repository, model_file)))
+        steps: dict[str, Callable[[], None]] = {
+            "overhead": lambda: overhead(bench, echo, gateway, model_file),
+            "small": lambda: small(bench, echo, gateway),
+            "large": lambda: large(bench, echo, gateway, model_file),
+            "rest": lambda: rest(bench, echo, gateway),
+            "peers": lambda: peers(bench, model_file),
+        }
+        for name in st.scenarios:
+            print(f"{name}:", flush=True)
+            steps[name]()
+    return bench
+
+
+def _py(bench: BenchRun, server: Target, protocol: str, concurrency: int, rows: int) -> None:
+    st = bench.settings
+    name = f"{server.name}/python/{protocol}/c{concurrency}/r{rows}"
+    sc = Scenario(protocol=protocol, model=MODEL, grpc_target=server.grpc, http_target=server.http, rows=rows,
+                  label=name)
+    plan = LoadPlan(duration_s=st.duration_s, warmup_s=st.warmup_s, concurrency=concurrency,
+                    workers=min(st.workers, concurrency))
+    bench.add(name, "python", server.name, execute(sc, plan))
+
+
+def _ort(bench: BenchRun, model_file: Path, rows: int) -> None:
+    import subprocess
+
+    st = bench.settings
+    cmd = [sys.executable, "-m", "loadtests", "ort", "--onnx", str(model_file), "--rows", str(rows),
+           "--duration", f"{st.duration_s:g}", "--warmup", f"{st.warmup_s:g}",
+           "--intra-threads", str(st.ort_threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=st.duration_s + st.warmup_s + 120,
+                          check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ORT baseline failed: {proc.stderr.strip()[-500:]}")
+    bench.add(f"ort/b{rows}", "ort", "onnxruntime", json.loads(proc.stdout))
+
+
+def _grpc_bytes(server: Target, rows: int) -> bytes:
+    sig = discover(server.grpc, None, MODEL)
+    return grpc_request(MODEL, "", random_tensors(sig.inputs, rows))
+
+
+def _h2load(bench: BenchRun, server: Target, concurrency: int, request: bytes) -> None:
+    st = bench.settings
+    conns = min(st.h2load_connections, concurrency)
+    try:
+        result = run_h2load(server.grpc or "", request, streams=max(1, concurrency // conns), connections=conns,
+                            duration_s=st.duration_s, warmup_s=st.warmup_s)
+    except ClientMissing as exc:
+        bench.skipped.append(str(exc))
+        return
+    bench.add(f"{server.name}/h2load/grpc/c{concurrency}/r1", "h2load", server.name, result.to_dict())
+
+
+def _wrk(bench: BenchRun, server: Target, protocol: str, concurrency: int) -> None:
+    st = bench.settings
+    sig = discover(None, server.http, MODEL)
+    tensors = random_tensors(sig.inputs, 1)
+    body = rest_binary_body(tensors) if protocol == "rest-binary" else rest_json_body(tensors)
+    try:
+        result = run_wrk(server.http or "", infer_path(MODEL, ""), body, connections=concurrency,
+                         duration_s=st.duration_s, threads=st.wrk_threads)
+    except ClientMissing as exc:
+        bench.skipped.append(str(exc))
+        return
+    bench.add(f"{server.name}/wrk/{protocol}/c{concurrency}/r1", "wrk", server.name, result.to_dict())
+
+
+def overhead(bench: BenchRun, echo: Target, gateway: Target, model_file: Path) -> None:
+    """Single-row MLP, one caller, gRPC: gateway p50 against echo p50 + in-process ORT p50."""
+    for server in (echo, gateway):
+        _py(bench, server, "grpc", 1, 1)
+    _ort(bench, model_file, 1)
+
+
+def small(bench: BenchRun, echo: Target, gateway: Target) -> None:
+    """Single-row MLP, many callers, gRPC: req/s against echo, with the Python client and h2load."""
+    conc = bench.settings.small_concurrency
+    for server in (echo, gateway):
+        _py(bench, server, "grpc", conc, 1)
+    if bench.settings.c_clients:
+        request = _grpc_bytes(echo, 1)
+        for server in (echo, gateway):
+            _h2load(bench, server, conc, request)
+
+
+def large(bench: BenchRun, echo: Target, gateway: Target, model_file: Path) -> None:
+    """64-row requests, 16 callers: gateway rows/s against in-process ORT at batch 64."""
+    st = bench.settings
+    for server in (echo, gateway):
+        _py(bench, server, "grpc", st.large_concurrency, st.large_rows)
+    _ort(bench, model_file, st.large_rows)
+
+
+def rest(bench: BenchRun, echo: Target, gateway: Target) -> None:
+    """The small-request load over REST binary and REST JSON, against the HTTP echo."""
+    conc = bench.settings.small_concurrency
+    for protocol in ("rest-binary", "rest-json"):
+        for server in (echo, gateway):
+            _py(bench, server, protocol, conc, 1)
+        if bench.settings.c_clients:
+            for server in (echo, gateway):
+                _wrk(bench, server, protocol, conc)
+
+
+def peers(bench: BenchRun, model_file: Path) -> None:
+    """The small-request loads against each peer server that loadtests/peers can start."""
+    api = peer_api()
+    if isinstance(api, str):
+        bench.skipped.append(f"peers: {api}")
+        print(f"  skipped: {api}", flush=True)
+        return
+    for name in api.names:
+        try:
+            with peer_targets(api, name, model_file, MODEL, bench.settings.ort_threads) as server:
+                _peer_runs(bench, server)
+        except Exception as exc:  # one peer failing must not lose the other figures
+            bench.skipped.append(f"peer {name}: {type(exc).__name__}: {exc}")
+            print(f"  peer {name} skipped: {exc}", flush=True)
+
+
+def _peer_runs(bench: BenchRun, server: PeerTarget) -> None:
+    conc = bench.settings.small_concurrency
+    for protocol in server.protocols:
+        _py(bench, server, protocol, conc, 1)
+    if not bench.settings.c_clients:
+        return
+    if "grpc" in server.protocols:
+        _h2load(bench, server, conc, _grpc_bytes(server, 1))
+    for protocol in ("rest-binary", "rest-json"):
+        if protocol in server.protocols:
+            _wrk(bench, server, protocol, conc)
+
+
+def settings_dict(st: BenchSettings) -> dict[str, Any]:
+    return asdict(st)

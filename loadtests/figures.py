@@ -1,0 +1,137 @@
+"""Benchmark figures: each gateway measurement as a ratio to the baseline measured in the same run.
+
+Works on the runs dictionary the benchmark builds (name -> tool, server, result), whatever the tool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Runs = Mapping[str, Mapping[str, Any]]
+
+
+def rps(run: Mapping[str, Any]) -> float:
+    result = run["result"]
+    if run["tool"] == "python":
+        return float(result["throughput"]["requests_per_s"])
+    if run["tool"] == "ort":
+        return float(result["runs_per_s"])
+    return float(result["requests_per_s"])
+
+
+def rows_per_s(run: Mapping[str, Any]) -> float:
+    result = run["result"]
+    if run["tool"] in ("python", "ort"):
+        return float(result["throughput"]["rows_per_s"] if run["tool"] == "python" else result["rows_per_s"])
+    return float(result["requests_per_s"])
+
+
+def latency(run: Mapping[str, Any], key: str) -> float | None:
+    """A latency in seconds; h2load reports no percentiles, so its p50 falls back to the mean."""
+    lat = run["result"]["latency_s"]
+    value = lat.get(key)
+    if value is None and key == "p50" and run["tool"] == "h2load":
+        value = lat.get("mean")
+    return None if value is None else float(value)
+
+
+def errors(run: Mapping[str, Any]) -> int:
+    result = run["result"]
+    if run["tool"] == "python":
+        return int(result["requests"]["errors"]) + int(result["requests"]["unsent"])
+    if run["tool"] == "ort":
+        return 0
+    return int(result["failed"]) + int(result["non_2xx"])
+
+
+def headline(tool: str, result: Mapping[str, Any]) -> str:
+    """One line per run for the progress output."""
+    run = {"tool": tool, "result": result}
+    p50, p99 = latency(run, "p50") or 0.0, latency(run, "p99")
+    lat = f"p50 {p50 * 1e3:.3f} ms" + (f", p99 {p99 * 1e3:.3f} ms" if p99 is not None else "")
+    return f"{rps(run):.1f} req/s, {rows_per_s(run):.1f} rows/s, {lat}, {errors(run)} errors"
+
+
+def _figure(name: str, what: str, value: float, baseline: float, target: str | None,
+            check: Callable[[float], bool] | None, used: list[Mapping[str, Any]], run_names: list[str],
+            unit: str) -> dict[str, Any]:
+    ratio = value / baseline if baseline else None
+    bad = sum(errors(r) for r in used)
+    return {
+        "name": name, "what": what, "value": value, "baseline": baseline, "unit": unit, "ratio": ratio,
+        "target": target, "met": None if (check is None or ratio is None) else bool(check(ratio)),
+        "runs": run_names, "errors": bad,
+    }
+
+
+def _pair(runs: Runs, name: str, what: str, gw: str, base: str, metric: Callable[[Mapping[str, Any]], float],
+          target: str | None, check: Callable[[float], bool] | None, unit: str) -> list[dict[str, Any]]:
+    if gw not in runs or base not in runs:
+        return []
+    used = [runs[gw], runs[base]]
+    return [_figure(name, what, metric(runs[gw]), metric(runs[base]), target, check, used, [gw, base], unit)]
+
+
+def _overhead(runs: Runs) -> list[dict[str, Any]]:
+    gw, echo, ort = "gateway/python/grpc/c1/r1", "echo/python/grpc/c1/r1", "ort/b1"
+    if not all(n in runs for n in (gw, echo, ort)):
+        return []
+    floor = (latency(runs[echo], "p50") or 0.0) + (latency(runs[ort], "p50") or 0.0)
+    return [_figure("overhead", "p50 latency, 1 row, 1 caller, gRPC: gateway / (echo p50 + ORT p50 at batch 1)",
+                    latency(runs[gw], "p50") or 0.0, floor, "<= 1.5", lambda r: r <= 1.5,
+                    [runs[gw], runs[echo], runs[ort]], [gw, echo, ort], "s")]
+
+
+def _best_peer(runs: Runs, pattern: str) -> str | None:
+    """The peer run of this shape with the most req/s, among runs without errors."""
+    peers = {n.split("/", 1)[0] for n in runs if n.startswith("peer-")}
+    names = [pattern.format(peer=p) for p in sorted(peers)]
+    present = [n for n in names if n in runs and errors(runs[n]) == 0]
+    return max(present, key=lambda n: rps(runs[n]), default=None)
+
+
+def _peers(runs: Runs, conc: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    gw = f"gateway/python/grpc/c{conc}/r1"
+    best = _best_peer(runs, f"{{peer}}/python/grpc/c{conc}/r1")
+    if best and gw in runs:
+        out += _pair(runs, "peers-grpc", f"req/s, gRPC, {conc} callers: gateway / best peer ({best})", gw, best,
+                     rps, ">= 2", lambda r: r >= 2, "req/s")
+        out += _pair(runs, "peers-grpc-p99", f"p99 at that load: gateway / best peer ({best})", gw, best,
+                     lambda r: latency(r, "p99") or 0.0, "< 1", lambda r: r < 1, "s")
+    best_h2 = _best_peer(runs, f"{{peer}}/h2load/grpc/c{conc}/r1")
+    if best_h2:
+        out += _pair(runs, "peers-grpc-h2load", f"req/s, h2load: gateway / best peer ({best_h2})",
+                     f"gateway/h2load/grpc/c{conc}/r1", best_h2, rps, ">= 2", lambda r: r >= 2, "req/s")
+    rest_names = [f"{{peer}}/python/{p}/c{conc}/r1" for p in ("rest-binary", "rest-json")]
+    best_rest = [b for b in (_best_peer(runs, n) for n in rest_names) if b]
+    if best_rest:
+        top = max(best_rest, key=lambda n: rps(runs[n]))
+        out += _pair(runs, "peers-rest", f"req/s, REST: gateway binary / best peer REST ({top})",
+                     f"gateway/python/rest-binary/c{conc}/r1", top, rps, ">= 4", lambda r: r >= 4, "req/s")
+    wrk = [b for b in (_best_peer(runs, f"{{peer}}/wrk/{p}/c{conc}/r1") for p in ("rest-binary", "rest-json")) if b]
+    if wrk:
+        best_wrk = max(wrk, key=lambda n: rps(runs[n]))
+        out += _pair(runs, "peers-rest-wrk", f"req/s, wrk: gateway binary / best peer REST ({best_wrk})",
+                     f"gateway/wrk/rest-binary/c{conc}/r1", best_wrk, rps, ">= 4", lambda r: r >= 4, "req/s")
+    return out
+
+
+def compute(runs: Runs, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every figure whose runs are present, in report order."""
+    conc, lconc, lrows = settings["small_concurrency"], settings["large_concurrency"], settings["large_rows"]
+    out = _overhead(runs)
+    for tool in ("python", "h2load"):
+        out += _pair(runs, f"small-{tool}", f"req/s, 1 row, {conc} callers, gRPC, {tool}: gateway / echo",
+                     f"gateway/{tool}/grpc/c{conc}/r1", f"echo/{tool}/grpc/c{conc}/r1", rps,
+                     ">= 0.7", lambda r: r >= 0.7, "req/s")
+    out += _pair(runs, "large", f"rows/s, {lrows}-row requests, {lconc} callers: gateway / ORT at batch {lrows}",
+                 f"gateway/python/grpc/c{lconc}/r{lrows}", f"ort/b{lrows}", rows_per_s, ">= 0.8",
+                 lambda r: r >= 0.8, "rows/s")
+    for protocol in ("rest-binary", "rest-json"):
+        for tool in ("python", "wrk"):
+            out += _pair(runs, f"{protocol}-{tool}", f"req/s, 1 row, {conc} callers, {protocol}, {tool}: "
+                         "gateway / HTTP echo", f"gateway/{tool}/{protocol}/c{conc}/r1",
+                         f"echo/{tool}/{protocol}/c{conc}/r1", rps, None, None, "req/s")
+    return out + _peers(runs, conc)

@@ -1,0 +1,127 @@
+"""Server processes for benchmarks: start a command, wait for its one-line ready banner, stop it cleanly.
+
+A banner is any stdout line containing `ready` and `KEY=HOST:PORT` tokens, which covers both
+`servegate ready http=... grpc=... admin=...` and `echo ready grpc=... http=...`.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+_TOKEN = re.compile(r"(\w+)=(\S+:\d+)")
+
+
+class ServiceError(RuntimeError):
+    """A server did not come up, or did not stop when asked."""
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    endpoints: dict[str, str]
+    proc: subprocess.Popen[str]
+    log: Path
+    exit_code: int | None = None
+
+    @property
+    def grpc(self) -> str | None:
+        return self.endpoints.get("grpc")
+
+    @property
+    def http(self) -> str | None:
+        return self.endpoints.get("http")
+
+
+def parse_banner(line: str) -> dict[str, str] | None:
+    """Endpoints from a ready line, or None when the line is not a ready banner."""
+    if "ready" not in line.split():
+        return None
+    tokens = dict(_TOKEN.findall(line))
+    return tokens or None
+
+
+def _read_lines(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+    """Reads stdout to its end (so a chatty server never blocks on a full pipe); None marks the end."""
+    stream = proc.stdout
+    try:
+        if stream is not None:
+            for line in stream:
+                lines.put(line)
+    except (OSError, ValueError):
+        pass  # the pipe was closed under us
+    lines.put(None)
+
+
+def _wait_banner(proc: subprocess.Popen[str], lines: queue.Queue[str | None], timeout_s: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            proc.wait(timeout=10)
+            raise ServiceError(f"exited with code {proc.returncode} before it was ready")
+        found = parse_banner(line)
+        if found:
+            return found
+    raise ServiceError(f"printed no ready line within {timeout_s:.0f} s")
+
+
+def _stop(proc: subprocess.Popen[str], timeout_s: float) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+def _tail(path: Path, chars: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+@contextmanager
+def running(name: str, command: Sequence[str], *, ready_timeout_s: float = 120.0, stop_timeout_s: float = 30.0,
+            env: dict[str, str] | None = None) -> Iterator[Service]:
+    """Starts `command`, yields once its banner is read, and stops it with SIGTERM on the way out."""
+    with tempfile.NamedTemporaryFile(prefix=f"loadtests-{name}-", suffix=".log", delete=False) as log:
+        log_path = Path(log.name)
+    # stderr goes to a file so a chatty server can never block on a full pipe.
+    with log_path.open("w") as err:
+        proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=err, text=True,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_read_lines, args=(proc, lines), daemon=True)
+    reader.start()
+    service = Service(name, list(command), {}, proc, log_path)
+    try:
+        try:
+            service.endpoints = _wait_banner(proc, lines, ready_timeout_s)
+        except ServiceError as exc:
+            raise ServiceError(f"{name} ({' '.join(command)}): {exc}\n{_tail(log_path)}") from None
+        yield service
+    finally:
+        service.exit_code = _stop(proc, stop_timeout_s)
+        reader.join(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if service.exit_code == 0:
+            log_path.unlink(missing_ok=True)
