@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve a model repository over gRPC and REST")
     _add_setting_flags(serve, list(SETTINGS))
     serve.set_defaults(func=cmd_serve)
+    __import__("gateway.cli_admin").cli_admin.register_admin_commands(sub)
     return parser
 
 

@@ -118,8 +118,8 @@ class FakeControlPlane:
         if model in self._rollouts and self._rollouts[model]["phase"] in LIVE:
             raise Conflict(f"model {model!r} already has a live rollout")
         stable = next((v["version"] for v in record["versions"] if v["stage"] == "production"), None)
-        status = {"model": model, "phase": "progressing", "candidate": parsed.candidate, "stable": stable,
-                  "step": 0, "weights": {}, "started_by": actor, "spec": parsed.to_dict(), "windows": []}
+        status: JSON = {"model": model, "phase": "progressing", "candidate": parsed.candidate, "stable": stable,
+                        "step": 0, "weights": {}, "started_by": actor, "spec": parsed.to_dict(), "windows": []}
         self._rollouts[model] = status
         self._audit(actor, "rollout.start", model, {"candidate": parsed.candidate})
         return copy.deepcopy(status)

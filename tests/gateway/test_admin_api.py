@@ -8,6 +8,7 @@ import asyncio
 import http.client
 import json
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -31,8 +32,8 @@ class AdminServer:
     """`with AdminServer(control) as srv:` runs the admin listener on a free port in its own thread."""
 
     def __init__(self, control: FakeControlPlane, auth: AuthSettings = AUTH,
-                 extra: Sequence[Route] = ()) -> None:
-        self.control, self.auth, self.extra = control, auth, extra
+                 extra: Sequence[Route] = (), tls: ssl.SSLContext | None = None) -> None:
+        self.control, self.auth, self.extra, self.tls = control, auth, extra, tls
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -42,7 +43,7 @@ class AdminServer:
     async def _main(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         server: HttpServer = admin_server(self.control, Authenticator(self.auth), host="127.0.0.1", port=0,
-                                          extra=self.extra)
+                                          extra=self.extra, tls=self.tls)
         self.port = await server.start()
         self._ready.set()
         try:
@@ -99,6 +100,10 @@ def fresh_control() -> FakeControlPlane:
 def srv() -> Iterator[AdminServer]:
     with AdminServer(fresh_control()) as server:
         yield server
+
+
+def last(srv: AdminServer) -> tuple[str, tuple[Any, ...]]:
+    return srv.control.calls[-1]
 
 
 M = "/admin/v1/models/fraud"
@@ -219,7 +224,7 @@ def test_register_is_201_and_passes_the_actor(srv: AdminServer) -> None:
     body = {"version": 3, "artifact": "/models/fraud/3.onnx", "metadata": {"owner": "risk"}, "breaking": False}
     status, _, doc = srv.call("POST", f"{M}/versions", body, token=token("admin", sub="carol"))
     assert status == 201 and doc["version"] == "3"
-    name, args = srv.control.calls[-1]
+    name, args = last(srv)
     assert name == "register"
     assert args == ("fraud", {"version": "3", "artifact": "/models/fraud/3.onnx",
                               "metadata": {"owner": "risk"}, "breaking": False}, "carol")
@@ -273,7 +278,7 @@ def test_stage_change(srv: AdminServer) -> None:
     status, _, doc = srv.call("POST", f"{M}/versions/2/stage", {"stage": "canary", "reason": "ticket 7"},
                               token=token("admin", sub="dan"))
     assert status == 200 and doc["stage"] == "canary"
-    assert srv.control.calls[-1] == ("set_stage", ("fraud", "2", "canary", "ticket 7", "dan"))
+    assert last(srv) == ("set_stage", ("fraud", "2", "canary", "ticket 7", "dan"))
     status, _, doc = srv.call("POST", f"{M}/versions/2/stage", {"stage": "gold", "reason": "x"}, token=ADMIN)
     assert status == 400 and "stage: expected one of registered, validated" in doc["error"]
     status, _, doc = srv.call("POST", f"{M}/versions/2/stage", {"stage": "canary"}, token=ADMIN)
@@ -288,7 +293,7 @@ def test_set_traffic(srv: AdminServer) -> None:
     table = {"policy": "canary", "weights": {"1": 90, "2": 10}}
     status, _, doc = srv.call("PUT", f"{M}/traffic", table, token=token("operator", sub="erin"))
     assert status == 200 and doc["weights"] == {"1": 90, "2": 10}
-    assert srv.control.calls[-1] == ("set_traffic", ("fraud", table, "erin"))
+    assert last(srv) == ("set_traffic", ("fraud", table, "erin"))
 
 
 @pytest.mark.parametrize(("body", "fragment"), [
@@ -308,7 +313,7 @@ def test_bad_route_tables_are_400_naming_the_field(srv: AdminServer, body: Any, 
 def test_start_rollout_from_json_and_yaml(srv: AdminServer) -> None:
     status, _, doc = srv.call("POST", f"{M}/rollout", SPEC, token=OPERATOR)
     assert status == 201 and doc["phase"] == "progressing" and doc["candidate"] == "2"
-    assert srv.control.calls[-1] == ("start_rollout", ("fraud", SPEC, "alice"))
+    assert last(srv) == ("start_rollout", ("fraud", SPEC, "alice"))
     status, _, doc = srv.call("POST", f"{M}/rollout", SPEC, token=OPERATOR)
     assert status == 409 and "live rollout" in doc["error"]
     srv.call("POST", f"{M}/rollout/abort", token=OPERATOR)
@@ -316,7 +321,7 @@ def test_start_rollout_from_json_and_yaml(srv: AdminServer) -> None:
     status, _, doc = srv.call("POST", f"{M}/rollout", raw=yaml_text.encode(), token=OPERATOR,
                               headers={"Content-Type": "application/yaml"})
     assert status == 201 and doc["spec"]["window"] == "1m"
-    assert srv.control.calls[-1] == ("start_rollout", ("fraud", yaml_text, "alice"))
+    assert last(srv) == ("start_rollout", ("fraud", yaml_text, "alice"))
 
 
 @pytest.mark.parametrize(("body", "headers", "fragment"), [
@@ -344,7 +349,7 @@ def test_rollout_status_and_verbs(srv: AdminServer) -> None:
     assert status == 403 and "'admin'" in doc["error"]
     status, _, doc = srv.call("POST", f"{M}/rollout/approve", token=token("admin", sub="frank"))
     assert status == 200 and doc["phase"] == "promoted"
-    assert srv.control.calls[-1] == ("rollout_verb", ("fraud", "approve", "frank"))
+    assert last(srv) == ("rollout_verb", ("fraud", "approve", "frank"))
     status, _, doc = srv.call("POST", f"{M}/rollout/resume", token=OPERATOR)
     assert status == 409 and "promoted" in doc["error"]
     status, _, doc = srv.call("GET", f"{M}/rollout", token=VIEWER)
@@ -362,9 +367,9 @@ def test_unknown_verb_is_400_naming_the_allowed_ones(srv: AdminServer) -> None:
 def test_drift_window(srv: AdminServer) -> None:
     status, _, doc = srv.call("GET", f"{M}/versions/1/drift", token=VIEWER)
     assert status == 200 and doc["top"] == ["f0"]
-    assert srv.control.calls[-1] == ("drift", ("fraud", "1", 60.0))
+    assert last(srv) == ("drift", ("fraud", "1", 60.0))
     srv.call("GET", f"{M}/versions/1/drift?window=5m", token=VIEWER)
-    assert srv.control.calls[-1] == ("drift", ("fraud", "1", 300.0))
+    assert last(srv) == ("drift", ("fraud", "1", 300.0))
     for query, fragment in (("window=soon", "window: expected a duration"), ("window=0s", "window: expected a "
                             "duration > 0"), ("span=1m", "span: unknown query parameter")):
         status, _, doc = srv.call("GET", f"{M}/versions/1/drift?{query}", token=VIEWER)
@@ -376,7 +381,7 @@ def test_faults_set_show_clear(srv: AdminServer) -> None:
             "output_noise": 0.1, "duration": "5m"}
     status, _, doc = srv.call("PUT", f"{M}/versions/2/faults", body, token=ADMIN)
     assert status == 200 and doc == body
-    assert srv.control.calls[-1] == ("set_faults", ("fraud", "2", body, "alice"))
+    assert last(srv) == ("set_faults", ("fraud", "2", body, "alice"))
     status, _, doc = srv.call("GET", f"{M}/versions/2/faults", token=VIEWER)
     assert status == 200 and doc["error_rate"] == 0.2
     status, _, doc = srv.call("DELETE", f"{M}/versions/2/faults", token=ADMIN)
@@ -411,12 +416,12 @@ def test_audit_lists_mutations_with_their_actor(srv: AdminServer) -> None:
     status, _, doc = srv.call("GET", "/admin/v1/audit?model=fraud&limit=10", token=VIEWER)
     assert status == 200
     assert [(e["actor"], e["action"]) for e in doc["entries"]] == [("hal", "faults.set"), ("gus", "traffic.set")]
-    assert srv.control.calls[-1] == ("audit", ("fraud", None, 10))
+    assert last(srv) == ("audit", ("fraud", None, 10))
     srv.call("GET", "/admin/v1/audit?since=1h", token=VIEWER)
-    since = srv.control.calls[-1][1][1]
+    since = last(srv)[1][1]
     assert abs(since - (time.time() - 3600)) < 60
     srv.call("GET", "/admin/v1/audit?since=2024-05-01T00:00:00Z", token=VIEWER)
-    assert srv.control.calls[-1][1] == (None, 1714521600.0, 100)
+    assert last(srv)[1] == (None, 1714521600.0, 100)
     status, _, doc = srv.call("GET", "/admin/v1/audit/verify", token=VIEWER)
     assert status == 200 and doc["ok"] is True and doc["checked"] == 2
 
