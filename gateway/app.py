@@ -19,6 +19,7 @@ from typing import Any
 from gateway.control_plane import GatewayControl
 from gateway.dataplane import DataPlane
 from gateway.errors import ModelNotFound
+from gateway.faults import FaultControl, FaultInjector, unknown_version
 from gateway.inference.probe import OrtProbe
 from gateway.models import ModelManager
 from gateway.observability.metrics import CONTENT_TYPE, Metrics
@@ -36,7 +37,7 @@ from rollout.controller import Controller
 from rollout.errors import StoreUnavailable
 from rollout.registry import Registry
 from rollout.store import open_store
-from rollout.store.base import StateStore
+from rollout.store.base import KIND_FAULT, StateStore
 from rollout.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ class Gateway:
         self.manager = ModelManager(self.metrics)
         self.router = TrafficRouter(self.manager)
         self.shadow = ShadowMirror(self.manager, self.metrics)
-        self.plane = DataPlane(self.manager, self.router, shadow=self.shadow)
+        self.faults = FaultInjector(self.manager)
+        self.plane = DataPlane(self.manager, self.router, shadow=self.shadow, faults=self.faults)
         self.live_metrics = LiveMetrics(self.manager, self.shadow)
         self.store: StateStore | None = None
         self.sync: StateSync | None = None
@@ -106,10 +108,16 @@ class Gateway:
         self.sync = StateSync(self.store, registry, self.manager, self.router, self.metrics,
                               sources=sources, defaults=settings.models,
                               drain_seconds=settings.server.drain_seconds)
+        fault_control = FaultControl(self.store, self.faults, unknown_version(self.manager))
+        self.sync.on_load.append(lambda loaded, record: self.faults.attach(loaded))
+        self.sync.watchers[KIND_FAULT] = fault_control.load_all
         self.control = GatewayControl(self.store, registry, self.sync, self.manager,
-                                      repository=settings.repository)
+                                      repository=settings.repository,
+                                      extras={"faults": fault_control.faults, "set_faults": fault_control.set_faults,
+                                              "clear_faults": fault_control.clear_faults})
         try:
             await self.sync.bootstrap()
+            await fault_control.load_all()
         except StoreUnavailable as exc:
             log.error("state store unreachable at start (%s); serving the repository's highest versions "
                       "until it answers", exc)

@@ -43,6 +43,10 @@ _OUTCOME = {InvalidInput: "invalid_input", ModelNotFound: "not_found", ModelNotR
             Overloaded: "overloaded", DeadlineExceeded: "deadline_exceeded", InferenceFailed: "failed"}
 
 
+class RequestFaults(Protocol):
+    def check_request(self, model: str, version: str) -> None: ...
+
+
 class ShadowSink(Protocol):
     def mirror(self, request: InferRequest, feeds: Mapping[str, Any], primary: LoadedVersion,
                result: BatchResult, shadow: str) -> None: ...
@@ -52,8 +56,9 @@ class DataPlane:
     """Transport-neutral; protocol adapters convert, call one method, convert back."""
 
     def __init__(self, manager: ModelManager, router: TrafficRouter, *, version: str = "0.1.0",
-                 shadow: ShadowSink | None = None) -> None:
+                 shadow: ShadowSink | None = None, faults: RequestFaults | None = None) -> None:
         self.manager = manager
+        self.faults = faults
         self.router = router
         self.server_version = version
         self.shadow = shadow
@@ -184,12 +189,16 @@ class DataPlane:
             deadline = time.monotonic() + loaded.config.default_timeout_us / 1e6
         future = queue.submit(feeds, rows, deadline)
         if deadline is None:
-            return feeds, await future
-        timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), _expire, future)
-        try:
-            return feeds, await future
-        finally:
-            timer.cancel()
+            result = await future
+        else:
+            timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), _expire, future)
+            try:
+                result = await future
+            finally:
+                timer.cancel()
+        if self.faults is not None:
+            self.faults.check_request(loaded.model, loaded.version)
+        return feeds, result
 
     async def _retry_on_stable(self, request: InferRequest, stable: str, started: float) -> InferResponse:
         loaded = self.manager.get(request.model, stable)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SERVABLE = (Stage.VALIDATED, Stage.CANARY, Stage.PRODUCTION)
 NOT_LOADED = "not loaded"
+WATCH = "\x00watch:"  # queue entries for watched document kinds (not model names)
 LoadHook = Callable[[LoadedVersion, ModelVersion], None]
 
 
@@ -49,6 +50,7 @@ class StateSync:
         self.sources, self.defaults = sources, defaults
         self.drain_seconds, self.resync_seconds, self.clock = drain_seconds, resync_seconds, clock
         self.on_load: list[LoadHook] = []
+        self.watchers: dict[str, Callable[[], Awaitable[None]]] = {}  # document kind -> reload
         self.degraded = False
         self._revisions: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -195,6 +197,13 @@ class StateSync:
         for version, weight in table.weights.items():
             self.metrics.traffic_weight.labels(table.model, version).set(weight)
 
+    async def _reload_watched(self, kinds: list[str]) -> None:
+        for kind in kinds:
+            try:
+                await self.watchers[kind]()
+            except StoreUnavailable as exc:
+                self._set_degraded(True, exc)
+
     def _set_degraded(self, degraded: bool, exc: Exception | None = None) -> None:
         if degraded and not self.degraded:
             log.error("state store unreachable; serving with the last route tables: %s", exc)
@@ -213,8 +222,9 @@ class StateSync:
 
         def notify(change: Change) -> None:
             if change.kind == KIND_ROUTE or change.kind == "version":
-                model = change.key.split("/", 1)[0]
-                loop.call_soon_threadsafe(queue.put_nowait, model)
+                loop.call_soon_threadsafe(queue.put_nowait, change.key.split("/", 1)[0])
+            elif change.kind in self.watchers:
+                loop.call_soon_threadsafe(queue.put_nowait, WATCH + change.kind)
 
         unsubscribe = self.store.subscribe(notify)
         try:
@@ -223,8 +233,12 @@ class StateSync:
                     model = await asyncio.wait_for(queue.get(), timeout=self.resync_seconds)
                 except TimeoutError:
                     await self.refresh_all()
+                    await self._reload_watched(list(self.watchers))
                     continue
-                await self.refresh(model)
+                if model.startswith(WATCH):
+                    await self._reload_watched([model[len(WATCH):]])
+                else:
+                    await self.refresh(model)
         finally:
             unsubscribe()
             for task in list(self._background):
