@@ -147,6 +147,7 @@ def _faults(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                    lambda c, a: c.set_faults(a.model, a.version, _faults_body(a)), version=True)
     for flag in ("latency-ms", "latency-jitter-ms", "error-rate", "output-shift", "output-noise"):
         inject.add_argument(f"--{flag}", type=float, metavar="N")
+    inject.add_argument("--latency-distribution", choices=("fixed", "uniform", "exponential"))
     inject.add_argument("--duration", required=True, help="how long, e.g. 5m")
     _leaf(verbs, "show", common, "the faults in force", VIEWER, lambda c, a: c.faults(a.model, a.version),
           version=True)
@@ -290,7 +291,8 @@ def _blue_green_table(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _faults_body(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("latency_ms", "latency_jitter_ms", "error_rate", "output_shift", "output_noise")
+    names = ("latency_ms", "latency_jitter_ms", "latency_distribution", "error_rate", "output_shift",
+             "output_noise")
     body: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     body["duration"] = args.duration
     return body

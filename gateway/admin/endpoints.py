@@ -26,15 +26,16 @@ VERBS: dict[str, str] = {"pause": OPERATOR, "resume": OPERATOR, "promote": OPERA
                          "abort": OPERATOR, "approve": ADMIN}
 REGISTER_FIELDS = ("version", "artifact", "metadata", "holdout", "reference", "breaking")
 STAGE_FIELDS = ("stage", "reason")
-# fault -> (lowest, highest); None is unbounded. Latency is capped so a typo cannot hang clients for hours.
+# fault -> (lowest, highest); the same bounds as gateway/faults.py, which applies them.
 FAULT_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "latency_ms": (0.0, 60_000.0),
-    "latency_jitter_ms": (0.0, 60_000.0),
+    "latency_ms": (0.0, 600_000.0),
+    "latency_jitter_ms": (0.0, 600_000.0),
     "error_rate": (0.0, 1.0),
-    "output_shift": (None, None),
-    "output_noise": (0.0, None),
+    "output_shift": (-1e6, 1e6),
+    "output_noise": (0.0, 1e6),
 }
-FAULT_FIELDS = (*FAULT_RANGES, "duration")
+LATENCY_DISTRIBUTIONS = ("fixed", "uniform", "exponential")
+FAULT_FIELDS = (*FAULT_RANGES, "latency_distribution", "duration")
 MAX_FAULT_DURATION_S = 24 * 3600.0
 AUDIT_LIMIT_DEFAULT = 100
 AUDIT_LIMIT_MAX = 10_000
@@ -240,6 +241,8 @@ def faults_body(body: dict[str, Any]) -> JSON:
     for name, (low, high) in FAULT_RANGES.items():
         if name in body:
             number(name, body[name], low, high)
+    if "latency_distribution" in body:
+        choice(body, "latency_distribution", LATENCY_DISTRIBUTIONS)
     if not any(name in body for name in FAULT_RANGES):
         raise InvalidSpec("body", f"expected at least one fault: {', '.join(FAULT_RANGES)}")
     if "duration" not in body:

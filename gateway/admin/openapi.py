@@ -89,13 +89,16 @@ STAGE = _object({
 }, ("stage", "reason"))
 
 FAULTS = _object({
-    "latency_ms": {"type": "number", "minimum": 0, "maximum": 60000},
-    "latency_jitter_ms": {"type": "number", "minimum": 0, "maximum": 60000},
+    "latency_ms": {"type": "number", "minimum": 0, "maximum": 600000},
+    "latency_jitter_ms": {"type": "number", "minimum": 0, "maximum": 600000},
+    "latency_distribution": {"enum": ["fixed", "uniform", "exponential"], "default": "fixed",
+                             "description": "how the jitter is drawn"},
     "error_rate": {"type": "number", "minimum": 0, "maximum": 1},
-    "output_shift": {"type": "number"},
-    "output_noise": {"type": "number", "minimum": 0},
+    "output_shift": {"type": "number", "minimum": -1e6, "maximum": 1e6},
+    "output_noise": {"type": "number", "minimum": 0, "maximum": 1e6},
     "duration": {**_DURATION, "description": "how long the faults last (at most 24h); they expire on their own"},
-}, ("duration",), description="at least one fault besides duration")
+}, ("duration",), description="at least one of latency_ms, latency_jitter_ms, error_rate, output_shift, "
+                              "output_noise besides duration")
 
 SCHEMAS: JSON = {
     "Error": _object({"error": {"type": "string"}}, ("error",)),

@@ -377,8 +377,8 @@ def test_drift_window(srv: AdminServer) -> None:
 
 
 def test_faults_set_show_clear(srv: AdminServer) -> None:
-    body = {"latency_ms": 250, "latency_jitter_ms": 50, "error_rate": 0.2, "output_shift": -1.5,
-            "output_noise": 0.1, "duration": "5m"}
+    body = {"latency_ms": 250, "latency_jitter_ms": 50, "latency_distribution": "uniform", "error_rate": 0.2,
+            "output_shift": -1.5, "output_noise": 0.1, "duration": "5m"}
     status, _, doc = srv.call("PUT", f"{M}/versions/2/faults", body, token=ADMIN)
     assert status == 200 and doc == body
     assert last(srv) == ("set_faults", ("fraud", "2", body, "alice"))
@@ -391,9 +391,12 @@ def test_faults_set_show_clear(srv: AdminServer) -> None:
 
 @pytest.mark.parametrize(("body", "fragment"), [
     ({"error_rate": 1.5, "duration": "5m"}, "error_rate: expected a number 0..1"),
-    ({"latency_ms": -1, "duration": "5m"}, "latency_ms: expected a number 0..60000, got -1"),
-    ({"output_noise": "lots", "duration": "5m"}, "output_noise: expected a number >= 0"),
+    ({"latency_ms": -1, "duration": "5m"}, "latency_ms: expected a number 0..600000, got -1"),
+    ({"output_noise": "lots", "duration": "5m"}, "output_noise: expected a number 0..1e+06, got 'lots'"),
     ({"output_shift": True, "duration": "5m"}, "output_shift: expected a number"),
+    ({"output_shift": 2e6, "duration": "5m"}, "output_shift: expected a number -1e+06..1e+06"),
+    ({"latency_ms": 5, "latency_distribution": "normal", "duration": "5m"},
+     "latency_distribution: expected one of fixed, uniform, exponential"),
     ({"error_rate": 0.1}, "duration: required"),
     ({"error_rate": 0.1, "duration": "forever"}, "duration: expected a duration"),
     ({"error_rate": 0.1, "duration": "48h"}, "at most 24h"),
