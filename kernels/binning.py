@@ -75,16 +75,10 @@ def _stage(values: Any, start: int, edges: Any) -> Any:
     # edge) to whole blocks of rows and to the padded feature width.
     rows, features = values.shape
     total = (rows - start + BLOCK - 1) // BLOCK * BLOCK
-    work = np.empty((total, edges.shape[1]), edges.dtype)
-    for r in range(total):
-        dst = work[r]
-        if start + r < rows:
-            src = values[start + r]
-            for f in range(features):
-                dst[f] = src[f]
-            dst[features:] = np.nan
-        else:
-            dst[:] = np.nan
+    work = np.full((total, edges.shape[1]), np.nan, edges.dtype)
+    for r in range(start, rows):
+        for f in range(features):
+            work[r - start, f] = values[r, f]
     return work
 
 
@@ -187,7 +181,7 @@ class EdgeTable:
 
     def bin_into(self, values: np.ndarray[Any, np.dtype[Any]], counts: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         """Add a C-contiguous [rows, features] float32/float64/int32/int64 batch into `counts`."""
-        if values.dtype == np.float32:
+        if values.dtype.char == "f":  # float32; cheaper to test than a dtype comparison
             bin_batch(values, self.edges32, counts)
         else:
             bin_batch(values, self.edges64, counts)
