@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.admin.app import admin_server
+from gateway.admin.auth import Authenticator, authorize_grpc, authorize_http
 from gateway.control_plane import GatewayControl
 from gateway.dataplane import DataPlane
 from gateway.errors import ModelNotFound
@@ -65,24 +67,44 @@ class Gateway:
         self.faults = FaultInjector(self.manager)
         self.plane = DataPlane(self.manager, self.router, shadow=self.shadow, faults=self.faults)
         self.live_metrics = LiveMetrics(self.manager, self.shadow)
-        self.store: StateStore | None = None
-        self.sync: StateSync | None = None
-        self.control: GatewayControl | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        s = settings.server
+        self._build_state()
+        self._build_listeners()
+
+    def _build_state(self) -> None:
+        """Store, registry, sync and control plane; nothing here talks to the network yet."""
+        settings = self.settings
+        self.store: StateStore = open_store(settings.store_url())
+        self.registry = Registry(self.store, validator=Validator(OrtProbe()))
+        sources = scan(settings.repository, settings.models) if settings.repository else {}
+        self.sync = StateSync(self.store, self.registry, self.manager, self.router, self.metrics,
+                              sources=sources, defaults=settings.models,
+                              drain_seconds=settings.server.drain_seconds)
+        self.fault_control = FaultControl(self.store, self.faults, unknown_version(self.manager))
+        self.sync.on_load.append(lambda loaded, record: self.faults.attach(loaded))
+        self.sync.watchers[KIND_FAULT] = self.fault_control.load_all
+        fc = self.fault_control
+        self.control = GatewayControl(self.store, self.registry, self.sync, self.manager,
+                                      repository=settings.repository,
+                                      extras={"faults": fc.faults, "set_faults": fc.set_faults,
+                                              "clear_faults": fc.clear_faults}, shadow=self.shadow)
+
+    def _build_listeners(self) -> None:
+        s, auth = self.settings.server, self.settings.auth
         tls, reuse = _tls_context(s.tls_cert, s.tls_key), s.workers > 1
+        self.authenticator = Authenticator(auth)
+        grpc_auth = authorize_grpc(self.authenticator) if auth.require_auth else None
+        http_auth = authorize_http(self.authenticator) if auth.require_auth else None
         self.grpc = GrpcServer(GrpcServicer(self.plane, self), host=s.host, port=s.grpc_port,
                                max_message_bytes=s.max_request_bytes, reuse_port=reuse,
-                               tls=_tls_pair(s.tls_cert, s.tls_key))
+                               tls=_tls_pair(s.tls_cert, s.tls_key), authorize=grpc_auth)
         data_http = http_app.DataPlaneHttp(self.plane, max_body_bytes=s.max_request_bytes, repository=self)
-        self.http = HttpServer(Router(http_app.routes(data_http)), http_app.error_response, host=s.host,
-                               port=s.http_port, max_body_bytes=s.max_request_bytes, tls=tls, reuse_port=reuse)
-        self.admin = HttpServer(Router(self._admin_routes()), http_app.error_response, host=s.host,
-                                port=s.admin_port, max_body_bytes=16 * 1024 * 1024, tls=tls, reuse_port=reuse)
-
-    def _admin_routes(self) -> list[Route]:
-        return [Route("GET", "/metrics", self._metrics)]
+        self.http = HttpServer(Router(http_app.routes(data_http, http_auth)), http_app.error_response,
+                               host=s.host, port=s.http_port, max_body_bytes=s.max_request_bytes, tls=tls,
+                               reuse_port=reuse)
+        self.admin = admin_server(self.control, self.authenticator, host=s.host, port=s.admin_port,
+                                  extra=[Route("GET", "/metrics", self._metrics)], tls=tls, reuse_port=reuse)
 
     async def _metrics(self, req: Request) -> Response:
         return Response(200, self.metrics.render(), CONTENT_TYPE)
@@ -101,31 +123,17 @@ class Gateway:
         return Endpoints(f"{shown}:{http_port}", f"{shown}:{grpc_port}", f"{shown}:{admin_port}")
 
     async def _start_state(self) -> None:
-        settings = self.settings
-        self.store = await asyncio.to_thread(open_store, settings.store_url())
-        registry = Registry(self.store, validator=Validator(OrtProbe()))
-        sources = scan(settings.repository, settings.models) if settings.repository else {}
-        self.sync = StateSync(self.store, registry, self.manager, self.router, self.metrics,
-                              sources=sources, defaults=settings.models,
-                              drain_seconds=settings.server.drain_seconds)
-        fault_control = FaultControl(self.store, self.faults, unknown_version(self.manager))
-        self.sync.on_load.append(lambda loaded, record: self.faults.attach(loaded))
-        self.sync.watchers[KIND_FAULT] = fault_control.load_all
-        self.control = GatewayControl(self.store, registry, self.sync, self.manager,
-                                      repository=settings.repository,
-                                      extras={"faults": fault_control.faults, "set_faults": fault_control.set_faults,
-                                              "clear_faults": fault_control.clear_faults})
         try:
             await self.sync.bootstrap()
-            await fault_control.load_all()
+            await self.fault_control.load_all()
         except StoreUnavailable as exc:
             log.error("state store unreachable at start (%s); serving the repository's highest versions "
                       "until it answers", exc)
             await self._load_repository()
         self._tasks.append(asyncio.ensure_future(self.sync.run(self._stop)))
-        if settings.controller.enabled:
-            controller = Controller(self.store, registry, self.live_metrics,
-                                    interval_s=settings.controller.interval_s)
+        if self.settings.controller.enabled:
+            controller = Controller(self.store, self.registry, self.live_metrics,
+                                    interval_s=self.settings.controller.interval_s)
             self._tasks.append(asyncio.ensure_future(controller.run(self._stop)))
 
     async def _load_repository(self) -> None:
@@ -145,15 +153,12 @@ class Gateway:
                 await task
         await self.shadow.stop()
         await self.manager.stop()
-        if self.store is not None:  # 5. state is durable at every write; close cleanly
-            await asyncio.to_thread(self.store.close)
+        await asyncio.to_thread(self.store.close)  # 5. state is durable at every write; close cleanly
         await self.admin.stop(1.0)  # last: metrics stay scrapeable during the drain
 
     # --- model-repository extension (RepositoryControl) ------------------------------------------
 
     async def load_model(self, name: str) -> None:
-        if self.sync is None:
-            raise ModelNotFound("the gateway is starting")
         if self.settings.repository is not None:
             self.sync.sources = scan(self.settings.repository, self.settings.models)
         if name not in self.sync.sources and name not in self.manager.models():

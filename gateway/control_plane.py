@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.models import ModelManager
+from gateway.shadow import ShadowMirror
 from gateway.sync import SERVABLE, StateSync, reference_profile
 from rollout import controller as rc
 from rollout.audit import AuditLog, record_to_dict
@@ -32,13 +33,15 @@ class GatewayControl:
     def __init__(self, store: StateStore, registry: Registry, sync: StateSync, manager: ModelManager, *,
                  repository: Path | None = None, rollback_window_s: float = 300.0,
                  clock: Callable[[], float] = time.time,
-                 extras: Mapping[str, Callable[..., Any]] | None = None) -> None:
+                 extras: Mapping[str, Callable[..., Any]] | None = None,
+                 shadow: ShadowMirror | None = None) -> None:
         self.store, self.registry, self.sync, self.manager = store, registry, sync, manager
         self.repository = repository
         self.rollback_window_s = rollback_window_s
         self.clock = clock
         self.audit_log = AuditLog(store)
         self.extras = dict(extras or {})  # drift and fault handlers, provided by their subsystems
+        self.shadow = shadow
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -56,13 +59,20 @@ class GatewayControl:
         versions = await asyncio.to_thread(self.registry.versions, model)
         route = await asyncio.to_thread(self.store.get, KIND_ROUTE, model)
         rollout = await asyncio.to_thread(self.store.get, KIND_ROLLOUT, model)
-        return {
+        out: JSON = {
             "name": model,
             "versions": [self._version(v, full) for v in versions],
             "traffic": dict(route.value) if route is not None else None,
             "rollout": _rollout_summary(rollout.value) if rollout is not None and not full else
             (dict(rollout.value) if rollout is not None else None),
         }
+        if full and self.shadow is not None:
+            shadow = (route.value.get("shadow") or {}).get("version") if route is not None else None
+            if shadow:
+                now = self.clock()
+                out["shadow"] = {"version": shadow, "window_s": 60,
+                                 **self.shadow.figures(model, shadow, now - 60, now + 1).to_dict()}
+        return out
 
     def _version(self, v: ModelVersion, full: bool) -> JSON:
         loaded = self.manager.find(v.model, v.version)
