@@ -22,6 +22,7 @@ from rollout.errors import InvalidSpec
 from rollout.spec import parse_duration
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8002"
+VERSION_COLUMNS = ("version", "stage", "state", "provider", "sha256", "reason")
 LOCAL_TOKEN_TTL_S = 300.0  # tokens minted on the fly only need to outlive one request
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -315,6 +316,11 @@ def render(value: Any) -> str:
         return table([_model_row(m) for m in value["models"]]) or "no models"
     if isinstance(value, dict) and set(value) == {"entries"}:
         return table([_audit_row(e) for e in value["entries"]]) or "no audit entries"
+    if isinstance(value, dict) and isinstance(value.get("status"), dict) and "spec" in value:
+        # a rollout document: its status is what a person watches; --json has the spec and history
+        value = {k: v for k, v in value["status"].items() if v not in (None, "", [], {})}
+    if isinstance(value, dict) and "name" in value and isinstance(value.get("versions"), list):
+        value = {**value, "versions": [{k: v.get(k) for k in VERSION_COLUMNS if k in v} for v in value["versions"]]}
     if isinstance(value, list):
         return table(value)
     if not isinstance(value, dict):
@@ -330,7 +336,7 @@ def render(value: Any) -> str:
             lines.append(f"{key}:")
             lines.extend("  " + row for row in render(item).splitlines())
         else:
-            lines.append(f"{key}: {cell(item)}")
+            lines.append(f"{key}: {cell(item, key)}")
     return "\n".join(lines)
 
 
@@ -342,19 +348,24 @@ def table(rows: list[Any]) -> str:
         columns.extend(k for k in row if k not in columns)
     if not columns:
         return ""
-    grid = [[c.upper() for c in columns]] + [[cell(r.get(c)) for c in columns] for r in rows]
+    grid = [[c.upper() for c in columns]] + [[cell(r.get(c), c) for c in columns] for r in rows]
     widths = [max(len(line[i]) for line in grid) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
                      for line in grid)
 
 
-def cell(value: Any) -> str:
+def cell(value: Any, key: str = "") -> str:
+    """One value on one line; `key` marks wall-clock times (`ts`, `*_at`, `*_until`, `*_start`) as UTC."""
     if value is None or value == "" or value == []:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, int | float) and (key == "ts" or key.endswith(("_at", "_until", "_start"))):
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, float):
         return f"{value:.4g}"
+    if key == "sha256" and isinstance(value, str):
+        return value[:12]  # enough to tell versions apart; --json has the whole digest
     if isinstance(value, dict):
         if all(not isinstance(v, dict | list) for v in value.values()):
             return " ".join(f"{k}={cell(v)}" for k, v in value.items()) or "-"
@@ -376,8 +387,6 @@ def _model_row(model: dict[str, Any]) -> dict[str, Any]:
 
 
 def _audit_row(entry: dict[str, Any]) -> dict[str, Any]:
-    ts = entry.get("ts", entry.get("time"))
-    when = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(ts, int | float) else ts
-    return {"seq": entry.get("seq"), "time": when, "actor": entry.get("actor"),
+    return {"seq": entry.get("seq"), "time": cell(entry.get("ts"), "ts"), "actor": entry.get("actor"),
             "action": entry.get("action"), "model": entry.get("model"), "version": entry.get("version"),
             "reason": entry.get("reason")}

@@ -74,7 +74,8 @@ class FakeControlPlane:
 
     def _summary(self, name: str) -> JSON:
         rollout = self._rollouts.get(name)
-        brief = None if rollout is None else {k: rollout[k] for k in ("phase", "candidate", "stable", "step")}
+        brief = None if rollout is None else {k: rollout["status"][k] for k in ("phase", "candidate", "stable",
+                                                                                 "step_index")}
         return {**copy.deepcopy(self._models[name]), "rollout": brief}
 
     async def model(self, model: str) -> JSON:
@@ -115,14 +116,15 @@ class FakeControlPlane:
         self._enter("start_rollout", model, spec, actor)
         record = self._model(model)
         parsed = parse_spec(spec)
-        if model in self._rollouts and self._rollouts[model]["phase"] in LIVE:
+        if model in self._rollouts and self._rollouts[model]["status"]["phase"] in LIVE:
             raise Conflict(f"model {model!r} already has a live rollout")
         stable = next((v["version"] for v in record["versions"] if v["stage"] == "production"), None)
         status: JSON = {"model": model, "phase": "progressing", "candidate": parsed.candidate, "stable": stable,
-                        "step": 0, "weights": {}, "started_by": actor, "spec": parsed.to_dict(), "windows": []}
-        self._rollouts[model] = status
+                        "step_index": 0, "weights": {}, "started_by": actor, "started_at": time.time(),
+                        "history": []}
+        self._rollouts[model] = {"spec": parsed.to_dict(), "status": status}
         self._audit(actor, "rollout.start", model, {"candidate": parsed.candidate})
-        return copy.deepcopy(status)
+        return copy.deepcopy(self._rollouts[model])
 
     async def rollout(self, model: str) -> JSON:
         self._enter("rollout", model)
@@ -133,16 +135,16 @@ class FakeControlPlane:
 
     async def rollout_verb(self, model: str, verb: str, actor: str) -> JSON:
         self._enter("rollout_verb", model, verb, actor)
-        status = self._rollouts.get(model)
-        if status is None:
+        if model not in self._rollouts:
             raise NotFound(f"model {model!r} has no rollout")
         if verb not in VERB_PHASES:
             raise InvalidSpec("verb", f"unknown verb {verb!r}")
+        status = self._rollouts[model]["status"]
         if status["phase"] not in LIVE:
             raise Conflict(f"the rollout is {status['phase']}; {verb} is refused")
         status["phase"] = VERB_PHASES[verb]
         self._audit(actor, f"rollout.{verb}", model, {"phase": status["phase"]})
-        return copy.deepcopy(status)
+        return copy.deepcopy(self._rollouts[model])
 
     async def audit(self, model: str | None, since: float | None, limit: int) -> list[JSON]:
         self._enter("audit", model, since, limit)

@@ -312,7 +312,7 @@ def test_bad_route_tables_are_400_naming_the_field(srv: AdminServer, body: Any, 
 
 def test_start_rollout_from_json_and_yaml(srv: AdminServer) -> None:
     status, _, doc = srv.call("POST", f"{M}/rollout", SPEC, token=OPERATOR)
-    assert status == 201 and doc["phase"] == "progressing" and doc["candidate"] == "2"
+    assert status == 201 and doc["status"]["phase"] == "progressing" and doc["status"]["candidate"] == "2"
     assert last(srv) == ("start_rollout", ("fraud", SPEC, "alice"))
     status, _, doc = srv.call("POST", f"{M}/rollout", SPEC, token=OPERATOR)
     assert status == 409 and "live rollout" in doc["error"]
@@ -344,16 +344,16 @@ def test_rollout_status_and_verbs(srv: AdminServer) -> None:
     assert status == 404 and "has no rollout" in doc["error"]
     srv.call("POST", f"{M}/rollout", {**SPEC, "approval": "manual"}, token=OPERATOR)
     status, _, doc = srv.call("POST", f"{M}/rollout/pause", token=OPERATOR)
-    assert status == 200 and doc["phase"] == "paused"
+    assert status == 200 and doc["status"]["phase"] == "paused"
     status, _, doc = srv.call("POST", f"{M}/rollout/approve", token=OPERATOR)
     assert status == 403 and "'admin'" in doc["error"]
     status, _, doc = srv.call("POST", f"{M}/rollout/approve", token=token("admin", sub="frank"))
-    assert status == 200 and doc["phase"] == "promoted"
+    assert status == 200 and doc["status"]["phase"] == "promoted"
     assert last(srv) == ("rollout_verb", ("fraud", "approve", "frank"))
     status, _, doc = srv.call("POST", f"{M}/rollout/resume", token=OPERATOR)
     assert status == 409 and "promoted" in doc["error"]
     status, _, doc = srv.call("GET", f"{M}/rollout", token=VIEWER)
-    assert status == 200 and doc["phase"] == "promoted"
+    assert status == 200 and doc["status"]["phase"] == "promoted"
 
 
 def test_unknown_verb_is_400_naming_the_allowed_ones(srv: AdminServer) -> None:

@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from gateway.admin.auth import Authenticator, Principal, mint
 from gateway.cli import main
+from gateway.cli_admin import render
 from gateway.settings import AuthSettings
 from rollout.errors import ValidationFailed
 from tests.conftest import free_port
@@ -163,7 +164,9 @@ def test_rollout_start_status_and_verbs(srv: AdminServer, tmp_path: Path,
     code, out, _ = run(capsys, "rollout", "pause", "fraud")
     assert code == 0 and "phase: paused" in out
     code, out, _ = run(capsys, "rollout", "status", "fraud", "--json")
-    assert code == 0 and json.loads(out)["phase"] == "paused"
+    assert code == 0 and json.loads(out)["status"]["phase"] == "paused"
+    code, out, _ = run(capsys, "rollout", "status", "fraud")
+    assert code == 0 and "phase: paused" in out and "started_at: 20" in out and "history" not in out
     operator = mint(AUTH, "olga", ["operator"], 60)
     code, _, err = run(capsys, "rollout", "approve", "fraud", "--token", operator)
     assert code == 1 and "needs role 'admin'" in err
@@ -270,3 +273,12 @@ def test_https_admin_url_uses_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert code == 0 and "fraud" in out
         code, _, err = run(capsys, "models", "--admin", url)
         assert code == 1 and "CERTIFICATE_VERIFY_FAILED" in err
+
+
+def test_human_output_keeps_versions_short_and_shows_times_in_utc() -> None:
+    out = render({"name": "m", "versions": [{"version": "1", "stage": "production", "sha256": "ab" * 32,
+                                             "artifact": "/models/m/1.onnx", "created_at": 0.0}],
+                  "traffic": {"policy": "canary", "weights": {"1": 100}}, "rollout": None})
+    assert "abababababab" in out and "ab" * 7 not in out
+    assert "/models/m/1.onnx" not in out and "weights: 1=100" in out
+    assert render({"ts": 0, "started_at": 86400.0}) == "ts: 1970-01-01T00:00:00Z\nstarted_at: 1970-01-02T00:00:00Z"
