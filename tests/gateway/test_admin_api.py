@@ -22,6 +22,8 @@ from gateway.admin.auth import Authenticator, mint
 from gateway.protocol.http_server import HttpServer, Request, Response, Route
 from gateway.settings import AuthSettings
 from rollout.errors import StoreUnavailable, ValidationFailed
+from rollout.policy import parse_traffic
+from rollout.spec import parse_spec
 from tests.fakes.control import FakeControlPlane
 
 SECRET = secrets.token_urlsafe(32)
@@ -133,10 +135,13 @@ def test_openapi_is_served_without_a_token(srv: AdminServer) -> None:
 
 
 def test_openapi_spec_schema_lists_every_spec_field() -> None:
-    from rollout.spec import _ANALYSIS_FIELDS, _SPEC_FIELDS
+    spec = parse_spec({"candidate": "1"}).to_dict()
     schemas = openapi.document()["components"]["schemas"]
-    assert set(schemas["RolloutSpec"]["properties"]) == set(_SPEC_FIELDS)
-    assert set(schemas["RolloutSpec"]["properties"]["analysis"]["properties"]) == set(_ANALYSIS_FIELDS)
+    assert set(schemas["RolloutSpec"]["properties"]) == set(spec)
+    assert set(schemas["RolloutSpec"]["properties"]["analysis"]["properties"]) == set(spec["analysis"])
+    table = parse_traffic("m", {"policy": "canary", "weights": {"1": 90, "2": 10}, "sticky_key": "k",
+                                "shadow": {"version": "2", "percent": 5}, "fallback": "1", "retained": {"3": 1.0}})
+    assert set(table.to_dict()) <= set(schemas["RouteTable"]["properties"])
 
 
 # --- authentication on the wire -------------------------------------------------------------------------
