@@ -10,7 +10,6 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +21,7 @@ from loadtests.payload import grpc_request, infer_path, random_tensors, rest_bin
 from loadtests.peers_hook import PeerTarget, peer_api, peer_targets
 from loadtests.runner import LoadPlan
 from loadtests.scenario import Scenario, execute
-from loadtests.services import running
+from loadtests.services import running_all
 
 MODEL = "mlp"
 DEFAULT_GATEWAY = ("{python} -m gateway.cli serve --repository {repository} "
@@ -135,9 +134,8 @@ def gateway_command(template: str, repository: Path, model_file: Path) -> list[s
 def run_all(st: BenchSettings, repository: Path, model_file: Path) -> BenchRun:
     bench = BenchRun(st)
     echo_cmd = gateway_command(ECHO_AS_GATEWAY, repository, model_file)
-    with ExitStack() as stack:
-        echo = stack.enter_context(running("echo", echo_cmd))
-        gateway = stack.enter_context(running("gateway", gateway_command(st.gateway_cmd, repository, model_file)))
+    gateway_cmd = gateway_command(st.gateway_cmd, repository, model_file)
+    with running_all([("echo", echo_cmd), ("gateway", gateway_cmd)]) as (echo, gateway):
         steps: dict[str, Callable[[], None]] = {
             "overhead": lambda: overhead(bench, echo, gateway, model_file),
             "small": lambda: small(bench, echo, gateway),

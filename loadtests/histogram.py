@@ -78,6 +78,8 @@ class Histogram:
         if self.total == 0:
             return 0.0
         rank = max(1, math.ceil(pct / 100.0 * self.total))
+        if rank >= self.total:
+            return self.max_s  # the top rank is known exactly
         seen = 0
         for index in sorted(self.counts):
             seen += self.counts[index]

@@ -69,13 +69,19 @@ class LoadPlan:
 
 
 class _Budget:
-    """Stops the loops after `limit` requests (0 = no count limit, the duration still applies)."""
+    """Stops the loops after `limit` measured requests (0 = no count limit; the duration still applies).
 
-    def __init__(self, limit: int) -> None:
+    Warm-up requests (meant to start before `counted_from`) do not use up the budget.
+    """
+
+    def __init__(self, limit: int, counted_from: float = 0.0) -> None:
         self.limit = limit
+        self.counted_from = counted_from
         self.used = 0
 
-    def take(self) -> bool:
+    def take(self, start: float) -> bool:
+        if start < self.counted_from:
+            return True
         if self.limit and self.used >= self.limit:
             return False
         self.used += 1
@@ -86,7 +92,7 @@ async def closed_loop(callers: Sequence[Caller], rec: Recorder, end: float, budg
     async def one(caller: Caller) -> None:
         while True:
             start = time.monotonic()
-            if start >= end or not budget.take():
+            if start >= end or not budget.take(start):
                 return
             outcome = await caller.call()
             rec.record(start, time.monotonic(), outcome)
@@ -106,7 +112,7 @@ async def open_loop(callers: Sequence[Caller], rec: Recorder, first: float, end:
             free.append(caller)
 
     i = 0
-    while (intended := first + i / rate) < end and budget.take():
+    while (intended := first + i / rate) < end and budget.take(intended):
         i += 1
         now = time.monotonic()
         if intended > now:
@@ -133,7 +139,7 @@ async def run_share(work: Workload, plan: LoadPlan,
         measure_start = t0 + plan.warmup_s
         end = measure_start + plan.duration_s
         rec = Recorder(measure_start, end, plan.late_after_s)
-        budget = _Budget(plan.max_requests)
+        budget = _Budget(plan.max_requests, measure_start)
         await asyncio.sleep(max(0.0, t0 - time.monotonic()))
         if plan.open_loop:
             await open_loop(callers, rec, t0 + plan.phase_s, end, plan.rate, budget)

@@ -80,14 +80,13 @@ def _wait_banner(proc: subprocess.Popen[str], lines: queue.Queue[str | None], ti
     raise ServiceError(f"printed no ready line within {timeout_s:.0f} s")
 
 
-def _stop(proc: subprocess.Popen[str], timeout_s: float) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def _wait_or_kill(proc: subprocess.Popen[str], timeout_s: float) -> int:
+    """Waits for a process that was asked to stop; kills it when it overstays `timeout_s`."""
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
     return int(proc.returncode)
 
 
@@ -98,30 +97,67 @@ def _tail(path: Path, chars: int = 1500) -> str:
         return ""
 
 
+class _Started:
+    """A launched process whose banner has not been read yet."""
+
+    def __init__(self, name: str, command: Sequence[str], env: dict[str, str] | None) -> None:
+        with tempfile.NamedTemporaryFile(prefix=f"loadtests-{name}-", suffix=".log", delete=False) as log:
+            self.log_path = Path(log.name)
+        # stderr goes to a file so a chatty server can never block on a full pipe.
+        with self.log_path.open("w") as err:
+            self.proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=err, text=True,
+                                         env={**os.environ, **(env or {})}, start_new_session=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.reader = threading.Thread(target=_read_lines, args=(self.proc, self.lines), daemon=True)
+        self.reader.start()
+        self.service = Service(name, list(command), {}, self.proc, self.log_path)
+        self._signalled = False
+
+    def wait(self, timeout_s: float) -> Service:
+        try:
+            self.service.endpoints = _wait_banner(self.proc, self.lines, timeout_s)
+        except ServiceError as exc:
+            command = " ".join(self.service.command)
+            raise ServiceError(f"{self.service.name} ({command}): {exc}\n{_tail(self.log_path)}") from None
+        return self.service
+
+    def terminate(self) -> None:
+        """Sends SIGTERM once; a second one could make a server skip its drain."""
+        if self.proc.poll() is None and not self._signalled:
+            self.proc.send_signal(signal.SIGTERM)
+            self._signalled = True
+
+    def stop(self, timeout_s: float) -> None:
+        self.terminate()
+        self.service.exit_code = _wait_or_kill(self.proc, timeout_s)
+        self.reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self.service.exit_code == 0:
+            self.log_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def running_all(commands: Sequence[tuple[str, Sequence[str]]], *, ready_timeout_s: float = 120.0,
+                stop_timeout_s: float = 30.0, env: dict[str, str] | None = None) -> Iterator[list[Service]]:
+    """Starts every (name, command) at once, yields when all banners are read, stops all with SIGTERM."""
+    started: list[_Started] = []
+    try:
+        for name, command in commands:
+            started.append(_Started(name, command, env))
+        yield [s.wait(ready_timeout_s) for s in started]
+    finally:
+        # Ask every server to stop first, then wait: they drain at the same time.
+        for s in started:
+            s.terminate()
+        for s in reversed(started):
+            s.stop(stop_timeout_s)
+
+
 @contextmanager
 def running(name: str, command: Sequence[str], *, ready_timeout_s: float = 120.0, stop_timeout_s: float = 30.0,
             env: dict[str, str] | None = None) -> Iterator[Service]:
     """Starts `command`, yields once its banner is read, and stops it with SIGTERM on the way out."""
-    with tempfile.NamedTemporaryFile(prefix=f"loadtests-{name}-", suffix=".log", delete=False) as log:
-        log_path = Path(log.name)
-    # stderr goes to a file so a chatty server can never block on a full pipe.
-    with log_path.open("w") as err:
-        proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=err, text=True,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
-    lines: queue.Queue[str | None] = queue.Queue()
-    reader = threading.Thread(target=_read_lines, args=(proc, lines), daemon=True)
-    reader.start()
-    service = Service(name, list(command), {}, proc, log_path)
-    try:
-        try:
-            service.endpoints = _wait_banner(proc, lines, ready_timeout_s)
-        except ServiceError as exc:
-            raise ServiceError(f"{name} ({' '.join(command)}): {exc}\n{_tail(log_path)}") from None
+    with running_all([(name, command)], ready_timeout_s=ready_timeout_s, stop_timeout_s=stop_timeout_s,
+                     env=env) as (service,):
         yield service
-    finally:
-        service.exit_code = _stop(proc, stop_timeout_s)
-        reader.join(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        if service.exit_code == 0:
-            log_path.unlink(missing_ok=True)
