@@ -15,9 +15,11 @@ from loadtests.peers.setup import VENVS
 
 RUNTIMES_DIR = Path(__file__).resolve().parent / "runtimes"
 LOOPBACK = "127.0.0.1"
-MAX_GRPC_MESSAGE = 2**31 - 1  # as servegate and Triton; the stock gRPC limit is 4 MiB
-# MLServer's own default (1): one inference worker process beside the process that serves gRPC and REST.
-MLSERVER_PARALLEL_WORKERS = 1
+MAX_GRPC_MESSAGE = 2**31 - 1  # as servegate and Triton; stock limits: gRPC 4 MiB, KServe 8 MiB
+# 0: inference runs in the process that serves gRPC and REST, so every peer (and servegate) is one
+# process on the 2-core machine. MLServer's default, 1, adds one inference worker process fed over
+# multiprocessing queues; it was slower here (see docs/peers.md) and stays available as an option.
+MLSERVER_PARALLEL_WORKERS = 0
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def runtime_env(threads: int) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1"}
 
 
-def mlserver_settings(ports: Ports, workdir: Path) -> dict[str, Any]:
+def mlserver_settings(ports: Ports, workdir: Path, parallel_workers: int) -> dict[str, Any]:
     """Server-wide settings: loopback only, no access log, metrics on their own port or off."""
     return {
         "debug": False,  # MLServer's access log follows `debug`
@@ -87,7 +89,7 @@ def mlserver_settings(ports: Ports, workdir: Path) -> dict[str, Any]:
         "metrics_endpoint": "/metrics" if ports.metrics else None,
         "metrics_dir": str(workdir / ".metrics"),
         "environments_dir": str(workdir / ".envs"),
-        "parallel_workers": MLSERVER_PARALLEL_WORKERS,
+        "parallel_workers": parallel_workers,
         "load_models_at_startup": True,
     }
 
@@ -108,11 +110,12 @@ def mlserver_model_settings(model_name: str, model_path: Path, signature: dict[s
 
 
 def mlserver_launch(spec: PeerSpec, workdir: Path, model_name: str, model_path: Path,
-                    signature: dict[str, Any], ports: Ports, threads: int) -> Launch:
+                    signature: dict[str, Any], ports: Ports, threads: int,
+                    parallel_workers: int = MLSERVER_PARALLEL_WORKERS) -> Launch:
     """Writes the settings files under `workdir` and returns `mlserver start workdir`."""
     model_dir = workdir / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
-    settings = mlserver_settings(ports, workdir)
+    settings = mlserver_settings(ports, workdir, parallel_workers)
     model_settings = mlserver_model_settings(model_name, model_path, signature, spec.batching)
     (workdir / "settings.json").write_text(json.dumps(settings, indent=2))
     (model_dir / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
@@ -125,12 +128,16 @@ def kserve_launch(spec: PeerSpec, workdir: Path, model_name: str, model_path: Pa
     """KServe's ModelServer with our Model; it binds 0.0.0.0 / [::] (not configurable), we call loopback."""
     argv = [str(python_of(spec)), str(RUNTIMES_DIR / "kserve_server.py"),
             "--model_name", model_name, "--model_path", str(model_path),
-            "--http_port", str(ports.http), "--grpc_port", str(ports.grpc)]
+            "--http_port", str(ports.http), "--grpc_port", str(ports.grpc),
+            "--grpc_max_send_message_length", str(MAX_GRPC_MESSAGE),
+            "--grpc_max_receive_message_length", str(MAX_GRPC_MESSAGE)]
     return Launch(argv, workdir, runtime_env(threads))
 
 
 def launch_for(spec: PeerSpec, workdir: Path, model_name: str, model_path: Path,
-               signature: dict[str, Any], ports: Ports, threads: int) -> Launch:
+               signature: dict[str, Any], ports: Ports, threads: int,
+               parallel_workers: int = MLSERVER_PARALLEL_WORKERS) -> Launch:
     if spec.venv == "mlserver":
-        return mlserver_launch(spec, workdir, model_name, model_path, signature, ports, threads)
+        return mlserver_launch(spec, workdir, model_name, model_path, signature, ports, threads,
+                               parallel_workers)
     return kserve_launch(spec, workdir, model_name, model_path, ports, threads)

@@ -94,12 +94,15 @@ def wait_ready(proc: subprocess.Popen[bytes], endpoints: PeerEndpoints, model: s
 @contextmanager
 def start_peer(name: str, model_path: Path, model_name: str, *, http_port: int, grpc_port: int,
                intra_op_threads: int = 1, metrics: bool = True, startup_timeout_s: float = 120.0,
-               log_dir: Path | None = None) -> Iterator[PeerEndpoints]:
+               log_dir: Path | None = None,
+               mlserver_parallel_workers: int = config.MLSERVER_PARALLEL_WORKERS) -> Iterator[PeerEndpoints]:
     """Starts peer `name` (one of PEERS) serving `model_path` as `model_name` on 127.0.0.1.
 
     Yields once /v2/health/ready answers 200 and one gRPC (raw) and one REST (JSON) inference return
     onnxruntime's outputs; stops the server on exit. Raises PeerStartError otherwise. The server's
-    output goes to `log_dir/<name>.log` (a temporary folder when None).
+    output goes to `log_dir/<name>.log` (a temporary folder when None). `intra_op_threads` sets
+    onnxruntime's threads; `metrics` turns MLServer's metrics server on (on a free port) or off;
+    `mlserver_parallel_workers` is MLServer's `parallel_workers` (0 = inference in the server process).
     """
     spec = config.SPECS[name]
     try:
@@ -112,7 +115,7 @@ def start_peer(name: str, model_path: Path, model_name: str, *, http_port: int, 
                                        workdir / "reference.npz", startup_timeout_s)
         ports = config.Ports(http_port, grpc_port, free_port() if metrics else 0)
         launch = config.launch_for(spec, workdir, model_name, Path(model_path).resolve(), ref.signature,
-                                   ports, intra_op_threads)
+                                   ports, intra_op_threads, mlserver_parallel_workers)
         log_path = (log_dir or workdir) / f"{name}.log"
         log = stack.enter_context(log_path.open("wb"))
         proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.environment(), stdout=log,
