@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from loadtests.payload import grpc_request, infer_path, random_tensors, rest_bin
 from loadtests.peers_hook import PeerTarget, peer_api, peer_targets
 from loadtests.runner import LoadPlan
 from loadtests.scenario import Scenario, execute
-from loadtests.services import running_all
+from loadtests.services import cpu_seconds, running_all
 
 MODEL = "mlp"
 DEFAULT_GATEWAY = ("{python} -m gateway.cli serve --repository {repository} "
@@ -41,6 +43,9 @@ class Target(Protocol):
 
     @property
     def http(self) -> str | None: ...
+
+    @property
+    def pid(self) -> int | None: ...
 
 
 @dataclass
@@ -67,9 +72,20 @@ class BenchRun:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
-    def add(self, name: str, tool: str, server: str, result: dict[str, Any]) -> None:
-        self.runs[name] = {"tool": tool, "server": server, "result": result}
-        print(f"  {name}: {figures.headline(tool, result)}", flush=True)
+    commands: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, name: str, tool: str, server: str, result: dict[str, Any],
+            server_cores: float | None = None) -> None:
+        self.runs[name] = {"tool": tool, "server": server, "result": result, "server_cores": server_cores}
+        print(f"  {name}: {figures.headline(self.runs[name])}", flush=True)
+
+    def measure(self, name: str, tool: str, server: Target, run: Callable[[], dict[str, Any]]) -> None:
+        """Runs one load and records it with the server's CPU use over the run (cores, warm-up included)."""
+        before, start = cpu_seconds(server.pid), time.monotonic()
+        result = run()
+        after, wall = cpu_seconds(server.pid), time.monotonic() - start
+        cores = None if before is None or after is None or wall <= 0 else (after - before) / wall
+        self.add(name, tool, server.name, result, cores)
 
 
 def add_parser(sub: Any) -> None:
@@ -80,13 +96,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--duration", type=float, help="seconds per run (default 10, quick 2)")
     p.add_argument("--warmup", type=float, help="warm-up seconds per run (default 2, quick 0.5)")
     p.add_argument("--workers", type=int, default=1, help="Python load generator processes")
-    p.add_argument("--ort-threads", type=int, default=0, help="ORT intra-op threads of the baseline (0: default)")
+    p.add_argument("--ort-threads", type=int, default=default_threads(),
+                   help="ORT intra-op threads for the gateway's model config, the ORT baseline and the peers "
+                        "(default: cores - 1, leaving one to the event loop)")
     p.add_argument("--gateway-cmd", default=DEFAULT_GATEWAY,
                    help="command that serves the gateway; {python}, {repository}, {model_file} are filled in")
     p.add_argument("--echo-as-gateway", action="store_true",
                    help="stand the echo server in for the gateway (exercises the runner end to end)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"subset of {','.join(SCENARIOS)}")
     p.add_argument("--no-c-clients", action="store_true", help="skip wrk and h2load")
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def settings_from(args: argparse.Namespace) -> BenchSettings:
@@ -107,11 +129,11 @@ def command(args: argparse.Namespace) -> int:
     st = settings_from(args)
     json_path = args.json or args.out.with_suffix(".json")
     with tempfile.TemporaryDirectory(prefix="loadtests-bench-") as tmp:
-        model_file = build_model(Path(tmp) / "repository")
+        model_file = build_model(Path(tmp) / "repository", st.ort_threads)
         bench = run_all(st, Path(tmp) / "repository", model_file)
     invocation = ["python", "-m", "loadtests", *getattr(args, "argv", ["bench"])]
-    doc = benchdoc.document(settings_dict(st), bench.runs, bench.skipped, figures.compute(bench.runs, settings_dict(st)),
-                            invocation)
+    settings = {**settings_dict(st), "server_commands": bench.commands}
+    doc = benchdoc.document(settings, bench.runs, bench.skipped, figures.compute(bench.runs, settings), invocation)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(doc, indent=1))
     args.out.write_text(benchdoc.markdown(doc, json_path.name))
@@ -119,10 +141,13 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_model(repository: Path) -> Path:
+def build_model(repository: Path, intra_op_threads: int) -> Path:
+    """The MLP in a Triton-layout repository, its config pinning ORT's intra-op threads for a fair match."""
     from gateway.demo.models import build_mlp
 
-    return build_mlp(repository, MODEL, "1")
+    model_file = build_mlp(repository, MODEL, "1")
+    (repository / MODEL / "config.yaml").write_text(f"intra_op_threads: {intra_op_threads}\n")
+    return model_file
 
 
 def gateway_command(template: str, repository: Path, model_file: Path) -> list[str]:
@@ -135,6 +160,7 @@ def run_all(st: BenchSettings, repository: Path, model_file: Path) -> BenchRun:
     bench = BenchRun(st)
     echo_cmd = gateway_command(ECHO_AS_GATEWAY, repository, model_file)
     gateway_cmd = gateway_command(st.gateway_cmd, repository, model_file)
+    bench.commands.update(echo=echo_cmd, gateway=gateway_cmd)
     with running_all([("echo", echo_cmd), ("gateway", gateway_cmd)]) as (echo, gateway):
         steps: dict[str, Callable[[], None]] = {
             "overhead": lambda: overhead(bench, echo, gateway, model_file),
@@ -156,7 +182,7 @@ def _py(bench: BenchRun, server: Target, protocol: str, concurrency: int, rows: 
                   label=name)
     plan = LoadPlan(duration_s=st.duration_s, warmup_s=st.warmup_s, concurrency=concurrency,
                     workers=min(st.workers, concurrency))
-    bench.add(name, "python", server.name, execute(sc, plan))
+    bench.measure(name, "python", server, lambda: execute(sc, plan))
 
 
 def _ort(bench: BenchRun, model_file: Path, rows: int) -> None:
@@ -181,13 +207,13 @@ def _grpc_bytes(server: Target, rows: int) -> bytes:
 def _h2load(bench: BenchRun, server: Target, concurrency: int, request: bytes) -> None:
     st = bench.settings
     conns = min(st.h2load_connections, concurrency)
+    def run() -> dict[str, Any]:
+        return run_h2load(server.grpc or "", request, streams=max(1, concurrency // conns), connections=conns,
+                          duration_s=st.duration_s, warmup_s=st.warmup_s).to_dict()
     try:
-        result = run_h2load(server.grpc or "", request, streams=max(1, concurrency // conns), connections=conns,
-                            duration_s=st.duration_s, warmup_s=st.warmup_s)
+        bench.measure(f"{server.name}/h2load/grpc/c{concurrency}/r1", "h2load", server, run)
     except ClientMissing as exc:
         bench.skipped.append(str(exc))
-        return
-    bench.add(f"{server.name}/h2load/grpc/c{concurrency}/r1", "h2load", server.name, result.to_dict())
 
 
 def _wrk(bench: BenchRun, server: Target, protocol: str, concurrency: int) -> None:
@@ -195,13 +221,13 @@ def _wrk(bench: BenchRun, server: Target, protocol: str, concurrency: int) -> No
     sig = discover(None, server.http, MODEL)
     tensors = random_tensors(sig.inputs, 1)
     body = rest_binary_body(tensors) if protocol == "rest-binary" else rest_json_body(tensors)
+    def run() -> dict[str, Any]:
+        return run_wrk(server.http or "", infer_path(MODEL, ""), body, connections=concurrency,
+                       duration_s=st.duration_s, threads=st.wrk_threads).to_dict()
     try:
-        result = run_wrk(server.http or "", infer_path(MODEL, ""), body, connections=concurrency,
-                         duration_s=st.duration_s, threads=st.wrk_threads)
+        bench.measure(f"{server.name}/wrk/{protocol}/c{concurrency}/r1", "wrk", server, run)
     except ClientMissing as exc:
         bench.skipped.append(str(exc))
-        return
-    bench.add(f"{server.name}/wrk/{protocol}/c{concurrency}/r1", "wrk", server.name, result.to_dict())
 
 
 def overhead(bench: BenchRun, echo: Target, gateway: Target, model_file: Path) -> None:

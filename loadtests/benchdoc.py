@@ -91,12 +91,16 @@ def _figure_rows(figs: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _run_rows(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    rows = ["| run | req/s | rows/s | p50 | p99 | p99.9 | max | errors |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | req/s | rows/s | p50 | p99 | p99.9 | max | errors | server CPU/req | client busy |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for name, run in runs.items():
         cells = [figures.latency(run, k) for k in ("p50", "p99", "p99.9", "max")]
         lat = " | ".join(_num(c, "s") for c in cells)
+        cpu = figures.cpu_us_per_request(run)
+        busy = (run["result"].get("client") or {}).get("busy") if run["tool"] == "python" else None
         rows.append(f"| {name} | {figures.rps(run):,.1f} | {figures.rows_per_s(run):,.1f} | {lat} | "
-                    f"{figures.errors(run)} |")
+                    f"{figures.errors(run)} | {'-' if cpu is None else f'{cpu:,.0f} µs'} | "
+                    f"{'-' if busy is None else f'{busy:.0%}'} |")
     return rows
 
 
@@ -117,8 +121,12 @@ NOTES = """\
   cover correctness. h2load reports no percentiles, so its p50 column shows the mean.
 - wrk counts non-2xx replies in errors; its latency is that of a closed loop (no coordinated-omission
   correction). The Python client's latency histogram holds successful requests only.
-- The ORT baseline runs the model back to back on one thread in its own process, with
-  `intra_op_num_threads` as in the settings (0 = ONNX Runtime's default)."""
+- The ORT baseline runs the model back to back from one caller in its own process, with
+  `intra_op_num_threads` as in the settings.
+- "server CPU/req" is the server process tree's CPU time over the whole run (warm-up included)
+  divided by its request rate; "client busy" is the Python generator's CPU time over its wall time
+  per worker (near or above 100% means the client, not the server, set the pace).
+- wrk runs whole seconds and has no warm-up of its own; the servers are warm from the runs before it."""
 
 
 def markdown(doc: Mapping[str, Any], json_name: str) -> str:
@@ -130,7 +138,9 @@ def markdown(doc: Mapping[str, Any], json_name: str) -> str:
         "## Settings", "",
         f"- {settings['duration_s']:g} s measured after {settings['warmup_s']:g} s warm-up per run; "
         f"{settings['workers']} generator process(es); scenarios: {', '.join(settings['scenarios'])}",
-        f"- gateway command: `{settings['gateway_cmd']}`", "",
+        f"- ONNX Runtime intra-op threads: {settings['ort_threads']} (the gateway's model config, the ORT "
+        "baseline and the peers all get this)",
+        *[f"- {name}: `{shlex.join(cmd)}`" for name, cmd in settings.get("server_commands", {}).items()], "",
         "## Figures", "", *_figure_rows(doc["figures"]), "",
         "## Runs", "", *_run_rows(doc["runs"]), "",
     ]

@@ -45,12 +45,19 @@ def errors(run: Mapping[str, Any]) -> int:
     return int(result["failed"]) + int(result["non_2xx"])
 
 
-def headline(tool: str, result: Mapping[str, Any]) -> str:
+def cpu_us_per_request(run: Mapping[str, Any]) -> float | None:
+    """Server CPU per request, from the cores it used over the run and the request rate."""
+    cores, rate = run.get("server_cores"), rps(run)
+    return None if cores is None or rate <= 0 else float(cores) / rate * 1e6
+
+
+def headline(run: Mapping[str, Any]) -> str:
     """One line per run for the progress output."""
-    run = {"tool": tool, "result": result}
     p50, p99 = latency(run, "p50") or 0.0, latency(run, "p99")
     lat = f"p50 {p50 * 1e3:.3f} ms" + (f", p99 {p99 * 1e3:.3f} ms" if p99 is not None else "")
-    return f"{rps(run):.1f} req/s, {rows_per_s(run):.1f} rows/s, {lat}, {errors(run)} errors"
+    cpu = cpu_us_per_request(run)
+    server = f", server {cpu:.0f} CPU us/req" if cpu is not None else ""
+    return f"{rps(run):.1f} req/s, {rows_per_s(run):.1f} rows/s, {lat}, {errors(run)} errors{server}"
 
 
 def _figure(name: str, what: str, value: float, baseline: float, target: str | None,

@@ -32,6 +32,7 @@ class PeerTarget:
     grpc: str | None
     http: str | None
     protocols: tuple[str, ...]
+    pid: int | None = None
 
 
 def peer_api() -> PeerApi | str:
@@ -61,4 +62,6 @@ def peer_targets(api: PeerApi, name: str, model_file: Path, model_name: str,
     with api.start(name, model_file, model_name, http_port=_free_port(), grpc_port=_free_port(),
                    **extra) as ends:
         protocols = tuple(getattr(ends, "protocols", ALL_PROTOCOLS))
-        yield PeerTarget(f"peer-{name}", str(ends.grpc), str(ends.http), protocols)
+        pid = getattr(ends, "pid", None)
+        yield PeerTarget(f"peer-{name}", str(ends.grpc), str(ends.http), protocols,
+                         pid if isinstance(pid, int) else None)

@@ -135,8 +135,16 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
+def client_usage(partials: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The generator's CPU seconds and how busy its processes were (1.0 = each used a whole core)."""
+    cpu = sum(float(p.get("cpu_s", 0.0)) for p in partials)
+    wall = sum(float(p.get("wall_s", 0.0)) for p in partials)
+    return {"cpu_s": cpu, "busy": cpu / wall if wall else 0.0}
+
+
 def build_result(merged: Merged, config: Mapping[str, Any], *, rows: int, duration_s: float,
-                 started_at: float, ended_at: float, open_loop: bool) -> dict[str, Any]:
+                 started_at: float, ended_at: float, open_loop: bool,
+                 client: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The JSON result document (schema `servegate.loadtest/1`)."""
     total = Histogram()
     for sec in merged.seconds.values():
@@ -159,6 +167,7 @@ def build_result(merged: Merged, config: Mapping[str, Any], *, rows: int, durati
         "series": _series(merged.seconds, duration_s),
         "schedule": vars(merged.schedule).copy() if open_loop else None,
         "checks": {"checked": merged.checked, "failed": merged.failed, "reasons": merged.reasons},
+        "client": dict(client or {}),
     }
 
 
@@ -190,6 +199,9 @@ def summary(result: Mapping[str, Any]) -> str:
     if sched:
         lines.append(f"schedule: {sched['intended']} intended, {sched['sent']} sent, {sched['late']} late, "
                      f"{sched['unsent']} unsent, max lateness {_ms(sched['max_lateness_s'])}")
+    client = result.get("client") or {}
+    if client:
+        lines.append(f"client: {client['cpu_s']:.2f} CPU s, {client['busy']:.0%} of a core per worker")
     checks = result["checks"]
     if checks["failed"]:
         lines.append(f"checks: {checks['failed']} of {checks['checked']} sampled replies bad: {checks['reasons']}")

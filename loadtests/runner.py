@@ -141,6 +141,8 @@ async def run_share(work: Workload, plan: LoadPlan,
         rec = Recorder(measure_start, end, plan.late_after_s)
         budget = _Budget(plan.max_requests, measure_start)
         await asyncio.sleep(max(0.0, t0 - time.monotonic()))
+        # The generator's own CPU use tells whether it, rather than the server, was the bottleneck.
+        cpu0, wall0 = time.process_time(), time.monotonic()
         if plan.open_loop:
             await open_loop(callers, rec, t0 + plan.phase_s, end, plan.rate, budget)
         else:
@@ -149,6 +151,8 @@ async def run_share(work: Workload, plan: LoadPlan,
                    "reasons": pool.samples.reasons}
         partial = rec.to_partial(samples)
         partial["measure_start_epoch"] = time.time() - (time.monotonic() - measure_start)
+        partial["cpu_s"] = time.process_time() - cpu0
+        partial["wall_s"] = time.monotonic() - wall0
         return partial
     finally:
         await pool.close()

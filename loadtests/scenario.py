@@ -23,7 +23,7 @@ from loadtests.payload import (
     rest_json_body,
     rows_of,
 )
-from loadtests.report import build_result, merge
+from loadtests.report import build_result, client_usage, merge
 from loadtests.runner import LoadPlan, run_load
 
 
@@ -125,4 +125,4 @@ def execute(sc: Scenario, plan: LoadPlan) -> dict[str, Any]:
     started = min(p["measure_start_epoch"] for p in partials)
     return build_result(merge(partials), config_of(sc, plan, rows, len(work.body)), rows=rows,
                         duration_s=plan.duration_s, started_at=started, ended_at=ended,
-                        open_loop=plan.open_loop)
+                        open_loop=plan.open_loop, client=client_usage(partials))

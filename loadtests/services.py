@@ -43,6 +43,24 @@ class Service:
     def http(self) -> str | None:
         return self.endpoints.get("http")
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process and its live children; None when it cannot be read."""
+    if pid is None:
+        return None
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+        return float(sum(p.cpu_times().user + p.cpu_times().system for p in procs))
+    except psutil.Error:
+        return None
+
 
 def parse_banner(line: str) -> dict[str, str] | None:
     """Endpoints from a ready line, or None when the line is not a ready banner."""
