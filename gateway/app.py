@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.admin.app import admin_server
+from gateway.admin.app import error_response as admin_error_response
 from gateway.admin.auth import Authenticator, authorize_grpc, authorize_http
 from gateway.control_plane import GatewayControl
 from gateway.dataplane import DataPlane
@@ -100,7 +101,8 @@ class Gateway:
                                max_message_bytes=s.max_request_bytes, reuse_port=reuse,
                                tls=_tls_pair(s.tls_cert, s.tls_key), authorize=grpc_auth)
         data_http = http_app.DataPlaneHttp(self.plane, max_body_bytes=s.max_request_bytes, repository=self)
-        self.http = HttpServer(Router(http_app.routes(data_http, http_auth)), http_app.error_response,
+        # the admin error handler: the same status table, plus the Bearer challenge on 401 / 403
+        self.http = HttpServer(Router(http_app.routes(data_http, http_auth)), admin_error_response,
                                host=s.host, port=s.http_port, max_body_bytes=s.max_request_bytes, tls=tls,
                                reuse_port=reuse)
         self.admin = admin_server(self.control, self.authenticator, host=s.host, port=s.admin_port,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway import eventloop
+from gateway.cli_admin import register_admin_commands
 from gateway.settings import SETTINGS, Settings, SettingsError, load
 
 log = logging.getLogger("servegate")
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve a model repository over gRPC and REST")
     _add_setting_flags(serve, list(SETTINGS))
     serve.set_defaults(func=cmd_serve)
-    __import__("gateway.cli_admin").cli_admin.register_admin_commands(sub)
+    register_admin_commands(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.dataplane import DataPlane
+from gateway.errors import InvalidInput
 from gateway.protocol import http_convert as convert
 from gateway.protocol import status
 from gateway.protocol.grpc_servicer import RepositoryControl
@@ -82,7 +83,10 @@ class DataPlaneHttp:
     async def repository_index(self, req: Request) -> Response:
         ready = False
         if req.body.strip():
-            doc = orjson.loads(req.body)
+            try:
+                doc = orjson.loads(req.body)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
             ready = bool(doc.get("ready", False)) if isinstance(doc, dict) else False
         return _json(self.plane.repository_index(ready))
 
