@@ -57,8 +57,9 @@ def _count_non_finite(row: Any, tail: Any) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _scan_non_finite(values: Any, tail: Any) -> None:
-    # An integer reduction vectorises; only rows that hold a NaN or an infinity take the slow path.
+def _scan_rows(values: Any, tail: Any) -> None:
+    # An integer reduction vectorises (and vanishes for integer dtypes); only rows holding a NaN or
+    # an infinity take the slow path.
     for r in range(values.shape[0]):
         row = values[r]
         bad = np.int32(0)
@@ -67,6 +68,15 @@ def _scan_non_finite(values: Any, tail: Any) -> None:
             bad += np.int32(v - v != 0)  # NaN for NaN and for +-inf
         if bad:
             _count_non_finite(row, tail)
+
+
+@njit(cache=True, nogil=True)
+def _any_non_finite(flat: Any) -> bool:
+    bad = np.int32(0)
+    for i in range(flat.shape[0]):
+        v = flat[i]
+        bad += np.int32(v - v != 0)
+    return bool(bad > 0)
 
 
 @njit(cache=True, nogil=True)
@@ -83,13 +93,17 @@ def _stage(values: Any, start: int, edges: Any) -> Any:
 
 
 @njit(cache=True, nogil=True)
-def _count_at_or_above(work: Any, rows: int, edges: Any, ge: Any) -> None:
-    # ge[j, f] += how many rows have value >= edges[j, f]; branchless compares over contiguous features.
+def _count_at_or_above(flat: Any, stride: int, blocks: int, edges: Any, ge: Any) -> None:
+    # ge[j, f] += how many rows have value >= edges[j, f], for `blocks` blocks of rows of `flat`
+    # (a row every `stride` values). Branchless compares over the full padded width; past a row's
+    # own features a read lands in the next row, and only the discarded pad columns see it.
     n_edges, width = edges.shape
-    for b in range(rows // BLOCK):
-        r = b * BLOCK
-        x0, x1, x2, x3 = work[r], work[r + 1], work[r + 2], work[r + 3]
-        x4, x5, x6, x7 = work[r + 4], work[r + 5], work[r + 6], work[r + 7]
+    for b in range(blocks):
+        o = b * BLOCK * stride
+        x0, x1 = flat[o : o + width], flat[o + stride : o + stride + width]
+        x2, x3 = flat[o + 2 * stride : o + 2 * stride + width], flat[o + 3 * stride : o + 3 * stride + width]
+        x4, x5 = flat[o + 4 * stride : o + 4 * stride + width], flat[o + 5 * stride : o + 5 * stride + width]
+        x6, x7 = flat[o + 6 * stride : o + 6 * stride + width], flat[o + 7 * stride : o + 7 * stride + width]
         for j in range(n_edges):
             e = edges[j]
             acc = ge[j]
@@ -122,7 +136,7 @@ def _add_counts(rows: int, ge: Any, tail: Any, counts: Any) -> None:
 
 @njit(cache=True, nogil=True)
 def bin_batch(values: Any, edges: Any, counts: Any) -> None:
-    """Add the histogram of `values` [rows, F] into `counts` [F, E + 4] (int64).
+    """Add the histogram of C-contiguous `values` [rows, F] into `counts` [F, E + 4] (int64).
 
     `edges` is [E, W] with W >= F, each column sorted ascending (pad columns and unused edges with
     +inf); float32 values take float32 edges, everything else float64 edges.
@@ -131,16 +145,24 @@ def bin_batch(values: Any, edges: Any, counts: Any) -> None:
     n_edges, width = edges.shape
     if width < features or counts.shape[0] != features or counts.shape[1] != n_edges + EXTRA_SLOTS:
         raise ValueError("bin_batch: expected edges [E, W >= F] and counts [F, E + 4]")
+    if features == 0:
+        return
     tail = np.zeros((3, features), np.int64)
-    _scan_non_finite(values, tail)
     ge = np.zeros((n_edges, width), np.int32)
     start = 0
-    if _same_dtype(values, edges) and features == width:
-        start = rows // BLOCK * BLOCK
-        _count_at_or_above(values, start, edges, ge)
+    if _same_dtype(values, edges):
+        flat = values.reshape(-1)  # C-contiguous, so a view
+        if _any_non_finite(flat):
+            _scan_rows(values, tail)
+        # Whole blocks whose last row's padded read still ends inside the batch.
+        start = max(0, rows * features - width + features) // features // BLOCK * BLOCK
+        start = min(start, rows // BLOCK * BLOCK)
+        _count_at_or_above(flat, features, start // BLOCK, edges, ge)
+    else:
+        _scan_rows(values, tail)
     if start < rows:
         work = _stage(values, start, edges)
-        _count_at_or_above(work, work.shape[0], edges, ge)
+        _count_at_or_above(work.reshape(-1), width, work.shape[0] // BLOCK, edges, ge)
     _add_counts(rows, ge, tail, counts)
 
 
@@ -180,7 +202,9 @@ class EdgeTable:
         return np.zeros((self.features, self.slots), np.int64)
 
     def bin_into(self, values: np.ndarray[Any, np.dtype[Any]], counts: np.ndarray[Any, np.dtype[np.int64]]) -> None:
-        """Add a C-contiguous [rows, features] float32/float64/int32/int64 batch into `counts`."""
+        """Add a [rows, features] float32/float64/int32/int64 batch into `counts`."""
+        if not values.flags.c_contiguous:
+            values = np.ascontiguousarray(values)
         if values.dtype.char == "f":  # float32; cheaper to test than a dtype comparison
             bin_batch(values, self.edges32, counts)
         else:

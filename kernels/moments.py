@@ -15,9 +15,10 @@ COUNT, MEAN, M2, MIN, MAX = range(5)
 STATE_ROWS = 5
 
 
-def new_state(features: int) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """An empty moments state for `features` features (count 0, min +inf, max -inf)."""
-    state = np.zeros((STATE_ROWS, features), np.float64)
+@njit(cache=True, nogil=True)
+def new_state(features: int) -> Any:
+    """An empty moments state [5, features]: count 0, min +inf, max -inf."""
+    state = np.zeros((STATE_ROWS, features))
     state[MIN] = np.inf
     state[MAX] = -np.inf
     return state
@@ -93,16 +94,14 @@ def update_moments(values: Any, state: Any) -> None:
     features = values.shape[1]
     if state.shape[0] != STATE_ROWS or state.shape[1] != features:
         raise ValueError("update_moments: expected state [5, F] for values [rows, F]")
-    n = np.zeros(features)
-    total = np.zeros(features)
-    lo = np.full(features, np.inf)
-    hi = np.full(features, -np.inf)
+    batch = new_state(features)  # one allocation: small batches are dominated by overheads
+    n, total, m2, lo, hi = batch[COUNT], batch[MEAN], batch[M2], batch[MIN], batch[MAX]
     _batch_sums(values, n, total, lo, hi)
-    mean = total / np.maximum(n, 1.0)
-    m2 = np.zeros(features)
-    _batch_m2(values, mean, m2)
     for f in range(features):
-        _merge_feature(state, f, n[f], mean[f], m2[f], lo[f], hi[f])
+        total[f] /= max(n[f], 1.0)  # the sums become means
+    _batch_m2(values, total, m2)
+    for f in range(features):
+        _merge_feature(state, f, n[f], total[f], m2[f], lo[f], hi[f])
 
 
 @njit(cache=True, nogil=True)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from kernels.divergence import PSI_EPSILON
-from kernels.moments import COUNT, M2, MAX, MEAN, MIN, new_state
+from kernels.moments import COUNT, M2, MAX, MEAN, MIN, STATE_ROWS
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
@@ -35,7 +35,8 @@ def bin_counts(values: np.ndarray[Any, Any], edges: np.ndarray[Any, Any]) -> Int
 def moments(values: np.ndarray[Any, Any]) -> FloatArray:
     """Moments state [5, F] of the finite values of `values` [rows, F], computed directly."""
     x = np.asarray(values, dtype=np.float64)
-    state = new_state(x.shape[1])
+    state = np.zeros((STATE_ROWS, x.shape[1]))
+    state[MIN], state[MAX] = np.inf, -np.inf
     for f in range(x.shape[1]):
         col = x[:, f][np.isfinite(x[:, f])]
         if col.size:
