@@ -137,7 +137,9 @@ class RestCaller:
     async def call(self) -> str:
         raw = self._requests[random.randrange(len(self._requests))]
         try:
-            reply = await asyncio.wait_for(self._send(raw), self._work.timeout_s)
+            # asyncio.timeout arms one timer handle; wait_for would wrap every call in a new task.
+            async with asyncio.timeout(self._work.timeout_s):
+                reply = await self._send(raw)
         except TimeoutError:
             self._drop()
             return TIMEOUT
@@ -180,7 +182,11 @@ class CallerPool:
         if self.work.protocol == "grpc":
             self._channels = [self._channel(i) for i in range(self.work.connections)]
             for channel in self._channels:
-                await asyncio.wait_for(channel.channel_ready(), self.work.timeout_s)
+                try:
+                    await asyncio.wait_for(channel.channel_ready(), self.work.timeout_s)
+                except TimeoutError:
+                    raise RuntimeError(f"no gRPC connection to {self.work.target} within "
+                                       f"{self.work.timeout_s:g} s") from None
             self._callers = [GrpcCaller(self._channels[i % len(self._channels)], self.work, self.samples)
                              for i in range(count)]
         else:

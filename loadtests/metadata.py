@@ -9,7 +9,7 @@ import grpc
 import orjson
 
 from gateway.protocol.pb import grpc_service_pb2 as pb
-from loadtests.httpclient import fetch
+from loadtests.httpclient import HttpError, fetch
 from loadtests.payload import Signature, TensorSpec
 
 MAX_MESSAGE = 2**31 - 1
@@ -62,7 +62,10 @@ async def rest_signature(target: str, model: str, version: str = "", timeout_s: 
     """Asks GET /v2/models/{m}[/versions/{v}] over HTTP."""
     host, port = split_hostport(target)
     path = f"/v2/models/{model}/versions/{version}" if version else f"/v2/models/{model}"
-    reply = await fetch(host, port, "GET", path, timeout_s=timeout_s)
+    try:
+        reply = await fetch(host, port, "GET", path, timeout_s=timeout_s)
+    except (HttpError, TimeoutError) as exc:
+        raise DiscoveryError(f"GET {path} on {target} failed: {exc or type(exc).__name__}") from exc
     if reply.status != 200:
         raise DiscoveryError(f"GET {path} answered {reply.status}: {reply.body[:200]!r}")
     try:

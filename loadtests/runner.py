@@ -206,7 +206,10 @@ def _run_processes(work: Workload, plan: LoadPlan) -> list[dict[str, Any]]:
         for _ in procs:
             start.put(t0)
         deadline = plan.warmup_s + plan.duration_s + work.timeout_s + 60
-        partials = [results.get(timeout=deadline) for _ in procs]
+        try:
+            partials = [results.get(timeout=deadline) for _ in procs]
+        except queue.Empty:
+            raise RuntimeError(f"workers sent no result within {deadline:.0f} s") from None
     finally:
         for p in procs:
             p.join(timeout=10)
