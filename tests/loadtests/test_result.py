@@ -19,7 +19,7 @@ def test_run_writes_a_consistent_json_result(echo: Service, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "result.json"
     code = main(["run", "--grpc", echo.grpc or "", "--model", "mlp", "--rows", "2", "--concurrency", "3",
-                 "--duration", "1", "--warmup", "0.2", "--header", "x-servegate-version=1",
+                 "--duration", "0.5", "--warmup", "0.2", "--header", "x-servegate-version=1",
                  "--sticky-keys", "5", "--loop", "asyncio", "--out", str(out)])
     assert code == 0
     doc = json.loads(out.read_text())
