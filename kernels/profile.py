@@ -106,7 +106,10 @@ class TensorProfile:
             raise ValueError(f"{where}.edges: expected {len(names)} features, got {edges.shape[1]}")
         if (counts < 0).any():
             raise ValueError(f"{where}.counts: expected non-negative counts")
-        return TensorProfile(name, kind, edges, counts, moments, names, int(d.get("classes", 0)))
+        classes = d.get("classes", 0)
+        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 0:
+            raise ValueError(f"{where}.classes: expected an integer >= 0, got {classes!r}")
+        return TensorProfile(name, kind, edges, counts, moments, names, classes)
 
 
 @dataclass(frozen=True, eq=False)

@@ -89,6 +89,8 @@ def test_profile_round_trips_through_strict_json() -> None:
         (lambda d: d["outputs"][0].pop("slots"), r"profile\.outputs\[0\]\.slots: missing"),
         (lambda d: d["inputs"][0].update(slots="9"), r"profile\.inputs\[0\]\.slots: expected int, got str"),
         (lambda d: d["inputs"][0]["moments"].pop(), r"profile\.inputs\[0\]\.moments: expected 5 lists"),
+        (lambda d: d["outputs"][0].update(classes="4"), r"profile\.outputs\[0\]\.classes: expected an integer"),
+        (lambda d: d.update(inputs={}), r"profile\.inputs: expected list, got dict"),
     ],
 )
 def test_malformed_profiles_name_the_field(mutate: Any, message: str) -> None:
