@@ -80,15 +80,16 @@ def _any_non_finite(flat: Any) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def _stage(values: Any, start: int, edges: Any) -> Any:
-    # Rows from `start` on, converted to the edges' dtype and padded with NaN (which is never >= an
-    # edge) to whole blocks of rows and to the padded feature width.
-    rows, features = values.shape
-    total = (rows - start + BLOCK - 1) // BLOCK * BLOCK
-    work = np.full((total, edges.shape[1]), np.nan, edges.dtype)
-    for r in range(start, rows):
-        for f in range(features):
-            work[r - start, f] = values[r, f]
+def _stage(flat: Any, start: int, rows: int, features: int, edges: Any) -> Any:
+    # Rows from `start` on, flat and converted to the edges' dtype, followed by NaN (never >= an
+    # edge) up to a whole block of rows plus one padded width, so that every read stays inside.
+    blocks = (rows - start + BLOCK - 1) // BLOCK
+    n = (rows - start) * features
+    work = np.empty(blocks * BLOCK * features + edges.shape[1], edges.dtype)
+    offset = start * features
+    for i in range(n):
+        work[i] = flat[offset + i]
+    work[n:] = np.nan
     return work
 
 
@@ -161,8 +162,8 @@ def bin_batch(values: Any, edges: Any, counts: Any) -> None:
     else:
         _scan_rows(values, tail)
     if start < rows:
-        work = _stage(values, start, edges)
-        _count_at_or_above(work.reshape(-1), width, work.shape[0] // BLOCK, edges, ge)
+        work = _stage(values.reshape(-1), start, rows, features, edges)
+        _count_at_or_above(work, features, (rows - start + BLOCK - 1) // BLOCK, edges, ge)
     _add_counts(rows, ge, tail, counts)
 
 
