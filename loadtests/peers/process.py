@@ -1,15 +1,17 @@
 """A peer server as a child process: start it in its venv, wait until it answers correctly, stop it.
 
-Stopping sends SIGTERM to the child's own process group (MLServer forks inference workers), waits,
-then SIGKILLs that group. Every call has a deadline.
+Stopping sends SIGTERM to the child's own process group (MLServer may fork inference workers),
+waits, then SIGKILLs that group. Every call has a deadline; the child also dies with its parent.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from loadtests.peers import config, verify
 from loadtests.peers.setup import VENVS, SetupError, check
 
 STOP_GRACE_S = 10.0
+PR_SET_PDEATHSIG = 1
 POLL_S = 0.25
 
 
@@ -45,6 +48,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((config.LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: Linux sends it SIGTERM if the benchmark process dies first,
+    # so a crashed run leaves no server behind.
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -119,7 +129,8 @@ def start_peer(name: str, model_path: Path, model_name: str, *, http_port: int, 
         log_path = (log_dir or workdir) / f"{name}.log"
         log = stack.enter_context(log_path.open("wb"))
         proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.environment(), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_die_with_parent)
         stack.callback(stop, proc)
         endpoints = PeerEndpoints(name, f"{config.LOOPBACK}:{http_port}", f"{config.LOOPBACK}:{grpc_port}",
                                   spec.protocols, proc.pid, log_path)
