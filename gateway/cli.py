@@ -67,12 +67,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo.run import DemoOptions
+    from gateway.demo.run import main as run_demo
+
+    _configure_logging(os.environ.get("SERVEGATE_LOG_LEVEL", "warning"))
+    ports = (args.http_port, args.grpc_port, args.admin_port)
+    return run_demo(DemoOptions(bad_candidate=args.bad_candidate, window_s=args.window, rate=args.rate,
+                                workdir=args.dir, ports=ports, tail_s=args.tail))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="servegate", description="Model serving gateway with rollout control.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a model repository over gRPC and REST")
     _add_setting_flags(serve, list(SETTINGS))
     serve.set_defaults(func=cmd_serve)
+    demo = sub.add_parser("demo", help="serve demo models and run a live canary rollout (or a rollback)")
+    demo.add_argument("--bad-candidate", action="store_true",
+                      help="the candidate turns bad partway: watch the automatic rollback")
+    demo.add_argument("--window", type=float, default=5.0, help="analysis window per step, seconds")
+    demo.add_argument("--rate", type=float, default=200.0, help="requests/s from the load generator")
+    demo.add_argument("--dir", type=Path, default=None, help="keep models and state here (default: a temp dir)")
+    demo.add_argument("--tail", type=float, default=20.0, help="seconds of traffic shown after the outcome")
+    demo.add_argument("--http-port", type=int, default=8000)
+    demo.add_argument("--grpc-port", type=int, default=8001)
+    demo.add_argument("--admin-port", type=int, default=8002)
+    demo.set_defaults(func=cmd_demo)
     register_admin_commands(sub)
     return parser
 

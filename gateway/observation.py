@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from gateway.models import ModelManager
-from gateway.observability.windows import Slice, summarise
+from gateway.observability.windows import Slice, latency_histogram, summarise
 from gateway.shadow import ShadowMirror
 from rollout.analysis import ArmWindow, Observation, ShadowComparison
 
@@ -39,9 +39,11 @@ class LiveMetrics:
         return loaded.windows.slices(start, end) if loaded is not None else []
 
     def arm(self, model: str, version: str, start: float, end: float) -> ArmWindow:
-        summary = summarise(self._slices(model, version, start, end))
+        slices = list(self._slices(model, version, start, end))
+        summary = summarise(slices)
         psi = self._drift.input_psi_max(model, version, start, end) if self._drift else None
-        return ArmWindow(version, summary.requests, summary.errors, summary.p50_ms, summary.p99_ms, psi)
+        return ArmWindow(version, summary.requests, summary.errors, summary.p50_ms, summary.p99_ms, psi,
+                         latency_histogram(slices))
 
     def observe(self, model: str, candidate: str, stable: str, window_start: float,
                 window_end: float) -> Observation | None:

@@ -37,6 +37,9 @@ class ArmWindow:
     p50_ms: float | None = None
     p99_ms: float | None = None
     input_psi_max: float | None = None  # the largest per-feature input PSI against the training reference
+    # Latency histogram of the window: (bucket upper bound in ms, count), ascending. Lets the latency
+    # ratio be tested for significance instead of trusting one noisy tail value.
+    latency_histogram: tuple[tuple[float, int], ...] = ()
 
     @property
     def error_rate(self) -> float | None:
@@ -90,19 +93,34 @@ class Assessment:
     def breached(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.outcome is Outcome.BREACHED)
 
+    @property
+    def fails_fast(self) -> bool:
+        """Failed on checks that are trustworthy before the window ends (see FAIL_FAST_CHECKS)."""
+        return self.verdict is Verdict.FAILED and any(c.name in FAIL_FAST_CHECKS for c in self.breached)
+
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": str(self.verdict), "reason": self.reason,
                 "measurements": dict(self.measurements), "checks": [c.to_dict() for c in self.checks]}
 
 
-def assess(spec: AnalysisSpec, observation: Observation | None) -> Assessment:
-    """Judges one window. Fewer candidate requests than `min_requests` is never Failed, so that a
-    verdict of Failed on a partial window is already trustworthy (the caller may act on it early)."""
+# Checks whose breach on part of a window is already trustworthy: a count-based rate. Tail latency and
+# distributions need the whole window (a few slow requests early on are noise, not a verdict).
+FAIL_FAST_CHECKS = frozenset({"max_error_rate"})
+# A p99 ratio breach must be backed by enough slow candidate requests: under equal latency at most 1%
+# of them exceed `ratio x stable p99`; the excess must be significant at this level (one-sided binomial).
+TAIL_SHARE = 0.01
+TAIL_ALPHA = 0.01
+
+
+def assess(spec: AnalysisSpec, observation: Observation | None, *, compare_arms: bool = True) -> Assessment:
+    """Judges one window. Fewer candidate requests than `min_requests` is never Failed. With
+    `compare_arms` False (the candidate takes all traffic, so the stable arm has none to compare
+    with) the candidate-vs-stable latency ratio is not checked."""
     if observation is None or observation.candidate is None:
         return Assessment(Verdict.ERROR, "no measurements for the candidate in this window",
                           _measurements(observation))
     measurements = _measurements(observation)
-    checks = _checks(spec, observation)
+    checks = _checks(spec, observation, compare_arms)
     too_few = [c for c in checks if c.outcome is Outcome.TOO_FEW]
     breached = [c for c in checks if c.outcome is Outcome.BREACHED]
     shifted = [c for c in checks if c.outcome is Outcome.POPULATION_SHIFT]
@@ -119,20 +137,22 @@ def assess(spec: AnalysisSpec, observation: Observation | None) -> Assessment:
     return Assessment(Verdict.SUCCESSFUL, "all checks passed", measurements, checks)
 
 
-def _checks(spec: AnalysisSpec, obs: Observation) -> tuple[Check, ...]:
+def _checks(spec: AnalysisSpec, obs: Observation, compare_arms: bool = True) -> tuple[Check, ...]:
     cand = obs.candidate
     if cand is None:
         return ()
     enough = cand.requests >= spec.min_requests
     checks = [Check("min_requests", float(spec.min_requests), float(cand.requests),
                     Outcome.PASSED if enough else Outcome.TOO_FEW)]
-    limits = (("max_error_rate", spec.max_error_rate, cand.error_rate),
-              ("max_p99_latency_ms", spec.max_p99_latency_ms, _finite(cand.p99_ms)),
-              ("max_p99_latency_ratio", spec.max_p99_latency_ratio, _latency_ratio(spec, obs)),
-              ("max_prediction_psi", spec.max_prediction_psi, _finite(obs.prediction_psi)))
-    for name, threshold, value in limits:
-        if threshold is not None:
-            checks.append(_upper_limit(name, threshold, value))
+    if spec.max_error_rate is not None:
+        checks.append(_upper_limit("max_error_rate", spec.max_error_rate, cand.error_rate))
+    if spec.max_p99_latency_ms is not None:
+        checks.append(_upper_limit("max_p99_latency_ms", spec.max_p99_latency_ms, _finite(cand.p99_ms)))
+    if spec.max_p99_latency_ratio is not None:
+        ratio = _latency_ratio(spec, obs) if compare_arms else None
+        checks.append(_ratio_check(spec.max_p99_latency_ratio, ratio, obs))
+    if spec.max_prediction_psi is not None:
+        checks.append(_upper_limit("max_prediction_psi", spec.max_prediction_psi, _finite(obs.prediction_psi)))
     if spec.max_input_psi is not None:
         checks.append(_input_drift(spec.max_input_psi, obs))
     return tuple(checks)
@@ -142,6 +162,36 @@ def _upper_limit(name: str, threshold: float, value: float | None) -> Check:
     if value is None:
         return Check(name, threshold, None, Outcome.NO_DATA)
     return Check(name, threshold, value, Outcome.BREACHED if value > threshold else Outcome.PASSED)
+
+
+def _ratio_check(threshold: float, ratio: float | None, obs: Observation) -> Check:
+    check = _upper_limit("max_p99_latency_ratio", threshold, ratio)
+    cand, stable = obs.candidate, obs.stable
+    if check.outcome is not Outcome.BREACHED or cand is None or stable is None or not cand.latency_histogram:
+        return check
+    limit_ms = threshold * (stable.p99_ms or 0.0)
+    slow = sum(count for upper, count in cand.latency_histogram if upper > limit_ms)
+    total = sum(count for _, count in cand.latency_histogram)
+    if binomial_tail(slow, total, TAIL_SHARE) < TAIL_ALPHA:
+        return check
+    # The ratio rests on a handful of slow requests: noise such as a scheduling hiccup, not a slower model.
+    return Check(check.name, threshold, ratio, Outcome.PASSED)
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed in log space (terms past the mode shrink fast)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for i in range(k, min(n, k + 5000) + 1):
+        term = math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+        total += math.exp(term)
+        if term < -50:
+            break
+    return min(1.0, total)
 
 
 def _input_drift(threshold: float, obs: Observation) -> Check:

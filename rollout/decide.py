@@ -243,10 +243,10 @@ def _closing_window(spec: RolloutSpec, status: RolloutStatus, observation: Obser
     with enough requests (fail fast: a bad candidate does not wait out the window)."""
     if now <= status.window_start:
         return None, False  # an empty window (a repeated tick at the same instant) judges nothing
-    assessment = assess(spec.analysis, observation)
+    assessment = assess(spec.analysis, observation, compare_arms=status.candidate_weight < 100)
     if now - status.window_start >= spec.window_s:
         return assessment, False
-    if assessment.verdict is Verdict.FAILED:
+    if assessment.fails_fast:
         return assessment, True
     return None, False
 

@@ -76,6 +76,15 @@ def summarise(slices: Iterable[Slice]) -> WindowSummary:
                          _quantile_ms(total.buckets, 0.50), _quantile_ms(total.buckets, 0.99))
 
 
+def latency_histogram(slices: Iterable[Slice]) -> tuple[tuple[float, int], ...]:
+    """The slices' latency buckets summed: (upper bound in ms, count), ascending."""
+    counts: dict[int, int] = {}
+    for s in slices:
+        for k, v in s.buckets.items():
+            counts[k] = counts.get(k, 0) + v
+    return tuple((bucket_upper(k) * 1000.0, counts[k]) for k in sorted(counts))
+
+
 def _quantile_ms(buckets: dict[int, int], q: float) -> float | None:
     count = sum(buckets.values())
     if count == 0:

@@ -152,3 +152,37 @@ def test_verdicts_follow_the_checks(cand: ArmWindow, stable: ArmWindow | None, p
     for breach in result.breached:
         assert breach.value is not None and breach.threshold is not None and breach.value > breach.threshold
     json.dumps(result.to_dict(), allow_nan=False)
+
+
+def _histogram(fast_ms: float, fast: int, slow_ms: float, slow: int) -> tuple[tuple[float, int], ...]:
+    return tuple(sorted(((fast_ms, fast), (slow_ms, slow))))
+
+
+def test_a_latency_ratio_resting_on_a_few_slow_requests_is_noise() -> None:
+    """500 candidate requests, 4 of them caught in a hiccup: p99 reads 4x the stable's, but 4 of 500
+    above the limit is what equal latency produces (about 1 %), so the check passes."""
+    spec = AnalysisSpec(min_requests=100, max_error_rate=0.01, max_p99_latency_ratio=3.0)
+    cand = ArmWindow("2", 500, 0, 2.0, 40.0, latency_histogram=_histogram(2.0, 496, 40.0, 4))
+    result = assess(spec, window(cand, ArmWindow("1", 1000, 0, 2.0, 10.0)))
+    assert result.verdict is Verdict.SUCCESSFUL
+    assert check(result, "max_p99_latency_ratio").value == 4.0
+
+
+def test_a_slower_model_breaches_the_latency_ratio() -> None:
+    spec = AnalysisSpec(min_requests=100, max_error_rate=0.01, max_p99_latency_ratio=3.0)
+    cand = ArmWindow("2", 500, 0, 30.0, 40.0, latency_histogram=_histogram(30.0, 400, 40.0, 100))
+    result = assess(spec, window(cand, ArmWindow("1", 1000, 0, 2.0, 10.0)))
+    assert result.verdict is Verdict.FAILED
+    assert [c.name for c in result.breached] == ["max_p99_latency_ratio"]
+
+
+def test_binomial_tail_matches_a_direct_sum() -> None:
+    import math
+
+    from rollout.analysis import binomial_tail
+
+    def direct(k: int, n: int, p: float) -> float:
+        return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+    for k, n in ((0, 10), (3, 50), (11, 500), (40, 500), (501, 500)):
+        assert abs(binomial_tail(k, n, 0.01) - direct(k, n, 0.01)) < 1e-12

@@ -129,6 +129,30 @@ def test_a_partial_window_that_already_fails_is_judged_early() -> None:
     assert decision.status.history[-1]["end"] == T0 + 5
 
 
+def test_a_partial_window_slow_only_in_its_tail_waits_for_the_whole_window() -> None:
+    """Tail latency on part of a window is noise, not a verdict: only error rates fail fast."""
+    spec = make_spec(analysis={"min_requests": 100, "max_error_rate": 0.01, "max_p99_latency_ratio": 2.0})
+    status = started(spec)
+    slow = Observation(T0, T0 + 5, ArmWindow("2", 500, 0, 5.0, 90.0), ArmWindow("1", 5000, 0, 5.0, 20.0))
+    assert decide(spec, status, slow, T0 + 5).status is status
+    closing = Observation(T0, T0 + WINDOW, ArmWindow("2", 500, 0, 5.0, 90.0), ArmWindow("1", 5000, 0, 5.0, 20.0))
+    decision = decide(spec, status, closing, T0 + WINDOW)
+    assert decision.action is Action.ROLLBACK
+    assert "max_p99_latency_ratio" in decision.reason
+
+
+def test_the_latency_ratio_is_not_judged_when_the_candidate_takes_all_traffic() -> None:
+    spec = make_spec(steps=[{"weight": 100}],
+                     analysis={"min_requests": 100, "max_error_rate": 0.01, "max_p99_latency_ratio": 2.0})
+    status = started(spec)
+    assert status.candidate_weight == 100
+    leftovers = Observation(T0, T0 + WINDOW, ArmWindow("2", 500, 0, 5.0, 90.0), ArmWindow("1", 120, 0, 5.0, 20.0))
+    decision = decide(spec, status, leftovers, T0 + WINDOW)
+    assert decision.action is Action.PROMOTE
+    ratio = next(c for c in decision.status.history[-1]["checks"] if c["name"] == "max_p99_latency_ratio")
+    assert ratio["outcome"] == "no_data"
+
+
 def test_a_partial_window_that_is_only_short_of_requests_waits() -> None:
     spec = make_spec()
     status = started(spec)
