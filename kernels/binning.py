@@ -28,22 +28,6 @@ def padded_features(features: int) -> int:
     return -(-features // LANES) * LANES
 
 
-def _same_dtype(a: Any, b: Any) -> bool:
-    same: bool = a.dtype == b.dtype
-    return same
-
-
-@overload(_same_dtype)
-def _same_dtype_typed(a: Any, b: Any) -> Any:
-    # A constant of the compiled kernel, so the optimiser drops the branch that cannot run.
-    same = bool(a.dtype == b.dtype)
-
-    def impl(a: Any, b: Any) -> bool:
-        return same
-
-    return impl
-
-
 @njit(cache=True, nogil=True)
 def _count_non_finite(row: Any, tail: Any) -> None:
     for f in range(row.shape[0]):
@@ -117,6 +101,38 @@ def _count_at_or_above(flat: Any, stride: int, blocks: int, edges: Any, ge: Any)
                 )
 
 
+def _count_in_place(values: Any, edges: Any, ge: Any, tail: Any) -> int:
+    """Count what can be compared without a copy; returns the first row left to stage (typed below)."""
+    raise NotImplementedError("only callable from compiled kernels")
+
+
+@overload(_count_in_place)
+def _count_in_place_typed(values: Any, edges: Any, ge: Any, tail: Any) -> Any:
+    # Chosen when a kernel is compiled: batches of another dtype than the edges (integers) are
+    # staged whole, and the in-place comparison is never compiled for them.
+    if values.dtype != edges.dtype:
+
+        def scan_only(values: Any, edges: Any, ge: Any, tail: Any) -> int:
+            _scan_rows(values, tail)
+            return 0
+
+        return scan_only
+
+    def in_place(values: Any, edges: Any, ge: Any, tail: Any) -> int:
+        rows, features = values.shape
+        width = edges.shape[1]
+        flat = values.reshape(-1)  # C-contiguous, so a view
+        if _any_non_finite(flat):
+            _scan_rows(values, tail)
+        # Whole blocks whose last row's padded read still ends inside the batch.
+        start: int = max(0, rows * features - width + features) // features // BLOCK * BLOCK
+        start = min(start, rows // BLOCK * BLOCK)
+        _count_at_or_above(flat, features, start // BLOCK, edges, ge)
+        return start
+
+    return in_place
+
+
 @njit(cache=True, nogil=True)
 def _add_counts(rows: int, ge: Any, tail: Any, counts: Any) -> None:
     # Bin k holds the values with exactly k edges at or below them: the difference of two ge counts.
@@ -150,17 +166,7 @@ def bin_batch(values: Any, edges: Any, counts: Any) -> None:
         return
     tail = np.zeros((3, features), np.int64)
     ge = np.zeros((n_edges, width), np.int32)
-    start = 0
-    if _same_dtype(values, edges):
-        flat = values.reshape(-1)  # C-contiguous, so a view
-        if _any_non_finite(flat):
-            _scan_rows(values, tail)
-        # Whole blocks whose last row's padded read still ends inside the batch.
-        start = max(0, rows * features - width + features) // features // BLOCK * BLOCK
-        start = min(start, rows // BLOCK * BLOCK)
-        _count_at_or_above(flat, features, start // BLOCK, edges, ge)
-    else:
-        _scan_rows(values, tail)
+    start = _count_in_place(values, edges, ge, tail)
     if start < rows:
         work = _stage(values.reshape(-1), start, rows, features, edges)
         _count_at_or_above(work, features, (rows - start + BLOCK - 1) // BLOCK, edges, ge)

@@ -60,7 +60,7 @@ class DriftConfig:
             raise ValueError("keep_seconds: expected at least slice_seconds")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Plan:
     role: str
     tensor: TensorProfile
