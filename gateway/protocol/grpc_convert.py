@@ -6,16 +6,26 @@ always carry raw output contents, which is what tritonclient decodes.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from google.protobuf import json_format
 
 from gateway.errors import InvalidInput
 from gateway.protocol import tensors
 from gateway.protocol.pb import grpc_service_pb2 as pb
-from gateway.types import DATATYPES, InferInput, InferRequest, InferResponse, ParamValue, RequestedOutput
+from gateway.types import (
+    DATATYPES,
+    Datatype,
+    InferInput,
+    InferRequest,
+    InferResponse,
+    ParamValue,
+    RequestedOutput,
+)
 
 # Which typed-contents field carries each datatype.
 _TYPED_FIELD = {
@@ -50,16 +60,20 @@ def set_param(target: Any, key: str, value: ParamValue) -> None:
 def to_request(msg: pb.ModelInferRequest, routing: Mapping[str, str], deadline: float | None) -> InferRequest:
     """Decodes a ModelInferRequest; `deadline` is the call's own (monotonic clock) or None."""
     raw = msg.raw_input_contents
-    if raw and len(raw) != len(msg.inputs):
-        raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(msg.inputs)} inputs; "
+    inputs_msg = msg.inputs
+    if raw and len(raw) != len(inputs_msg):
+        raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(inputs_msg)} inputs; "
                            "send one entry per input, in the order of `inputs`")
-    inputs = [_input(i, t, raw[i] if raw else None) for i, t in enumerate(msg.inputs)]
-    parameters = params(msg.parameters)
+    if raw:
+        inputs = [_raw_input(i, t, raw[i]) for i, t in enumerate(inputs_msg)]
+    else:
+        inputs = [_typed_input(i, t) for i, t in enumerate(inputs_msg)]
+    parameters = params(msg.parameters) if msg.parameters else {}
     timeout_us = parameters.get("timeout")
     if isinstance(timeout_us, int) and not isinstance(timeout_us, bool) and timeout_us > 0:
         own = time.monotonic() + timeout_us / 1e6
         deadline = own if deadline is None else min(deadline, own)
-    outputs = [RequestedOutput(o.name, None, _classification(o)) for o in msg.outputs] or None
+    outputs = [RequestedOutput(o.name, None, _classification(o)) for o in msg.outputs] if msg.outputs else None
     return InferRequest(msg.model_name, msg.model_version, inputs, msg.id, outputs, parameters,
                         deadline, routing, "grpc")
 
@@ -69,22 +83,41 @@ def _classification(o: pb.ModelInferRequest.InferRequestedOutputTensor) -> int:
     return int(p.int64_param) if p is not None and p.WhichOneof("parameter_choice") == "int64_param" else 0
 
 
-def _input(index: int, t: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> InferInput:
-    where = f"inputs[{index}] '{t.name}'"
+def _where(index: int, t: pb.ModelInferRequest.InferInputTensor) -> str:
+    return f"inputs[{index}] '{t.name}'"
+
+
+def _header(index: int, t: pb.ModelInferRequest.InferInputTensor) -> tuple[Datatype, tuple[int, ...]]:
     if not t.name:
         raise InvalidInput(f"inputs[{index}]: name is empty")
-    dt = tensors.datatype(t.datatype, where)
-    shape = tensors.shape_of(list(t.shape), where)
+    dt = DATATYPES.get(t.datatype)
+    if dt is None:
+        dt = tensors.datatype(t.datatype, _where(index, t))  # raises, naming the known datatypes
+    shape = tuple(t.shape)
+    if shape and min(shape) < 0:
+        tensors.shape_of(list(shape), _where(index, t))  # raises with the offending shape
+    return dt, shape
+
+
+def _raw_input(index: int, t: pb.ModelInferRequest.InferInputTensor, raw: bytes) -> InferInput:
+    dt, shape = _header(index, t)
+    if t.HasField("contents") and t.contents.ByteSize():
+        raise InvalidInput(f"{_where(index, t)}: carries both raw_input_contents and typed contents; use one")
+    expected = math.prod(shape) * dt.itemsize
+    if dt.itemsize and len(raw) == expected:  # the common case: no copy, no checks left to do
+        return InferInput(t.name, dt.name, shape, np.frombuffer(raw, dtype=dt.numpy).reshape(shape))
+    data = tensors.from_raw(raw, dt, shape, f"{_where(index, t)} (raw_input_contents[{index}])")
+    return InferInput(t.name, dt.name, shape, data)
+
+
+def _typed_input(index: int, t: pb.ModelInferRequest.InferInputTensor) -> InferInput:
+    dt, shape = _header(index, t)
+    where = _where(index, t)
+    tensors.shape_of(list(shape), where)
     field = _TYPED_FIELD.get(dt.name)
-    typed = getattr(t.contents, field) if field else ()
-    if raw is not None:
-        if len(typed):
-            raise InvalidInput(f"{where}: carries both raw_input_contents and typed contents; use one")
-        data = tensors.from_raw(raw, dt, shape, f"{where} (raw_input_contents[{index}])")
-    elif field is None:
+    if field is None:
         raise InvalidInput(f"{where}: {dt.name} can only be sent in raw_input_contents")
-    else:
-        data = tensors.from_list(list(typed), dt, shape, f"{where} (contents.{field})")
+    data = tensors.from_list(list(getattr(t.contents, field)), dt, shape, f"{where} (contents.{field})")
     return InferInput(t.name, dt.name, shape, data)
 
 
