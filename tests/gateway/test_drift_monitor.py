@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from gateway.observability.drift import DriftConfig, DriftMonitor
+from kernels import warm_up
 from kernels.profile import Profile, build_profile
+
+
+@pytest.fixture(autouse=True, scope="module")
+def warmed_kernels() -> None:
+    warm_up()  # as the gateway does at start-up: the monitor runs on the compiled forms it serves with
 
 
 class Clock:
