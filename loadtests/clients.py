@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,6 +25,7 @@ TIMEOUT = "error:timeout"
 CONNECTION = "error:connection"
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 PROTOCOLS = ("grpc", "rest-binary", "rest-json")
+_REST_VERSION = re.compile(rb'"model_version"\s*:\s*"([^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Workload:
     check_every: int = 0
     connections: int = 1
     rows: int = 1
+    tally_versions: bool = False  # read `model_version` from every reply (which version answered)
+    channel_options: tuple[tuple[str, str | int], ...] = ()  # extra gRPC channel arguments
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -80,6 +84,43 @@ class Caller(Protocol):
     async def close(self) -> None: ...
 
 
+def grpc_reply_version(raw: bytes) -> str:
+    """`model_version` (field 2) of a serialised ModelInferResponse, read without parsing the rest."""
+    pos = 0
+    while pos < len(raw):
+        tag, pos = _varint(raw, pos)
+        field, wire = tag >> 3, tag & 7
+        if wire != 2:
+            return ""  # fields 1 and 2 are strings and come first; anything else means no version
+        size, pos = _varint(raw, pos)
+        if field == 2:
+            return raw[pos:pos + size].decode("utf-8", "replace")
+        if field > 2:
+            return ""
+        pos += size
+    return ""
+
+
+def _varint(raw: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(raw):
+        byte = raw[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    return value, pos
+
+
+def rest_reply_version(headers: dict[str, str], body: bytes) -> str:
+    """`model_version` from a REST reply's JSON header (the whole body when it is plain JSON)."""
+    header_len = headers.get("inference-header-content-length")
+    head = body[:int(header_len)] if header_len and header_len.isdigit() else body[:4096]
+    match = _REST_VERSION.search(head)
+    return match.group(1).decode("utf-8", "replace") if match else ""
+
+
 class _Sampler:
     """Decides which replies to parse: each caller's first, then every `every`-th (0 = first only)."""
 
@@ -101,13 +142,17 @@ class GrpcCaller:
         self._metadata = work.header_sets()
         self._samples = samples
         self._sampler = _Sampler(work.check_every)
+        self.last_version = ""  # the version that answered the last call, when versions are tallied
 
     async def call(self) -> str:
         metadata = self._metadata[random.randrange(len(self._metadata))]
+        self.last_version = ""
         try:
             reply = await self._call(self._work.body, timeout=self._work.timeout_s, metadata=metadata or None)
         except grpc.aio.AioRpcError as exc:
             return f"grpc:{exc.code().name}"
+        if self._work.tally_versions:
+            self.last_version = grpc_reply_version(reply)
         if self._sampler.due():
             problem = grpc_reply_problem(reply, self._work.expected_outputs)
             self._samples.note(problem)
@@ -133,9 +178,11 @@ class RestCaller:
         self._samples = samples
         self._sampler = _Sampler(work.check_every)
         self._conn: HttpConnection | None = None
+        self.last_version = ""
 
     async def call(self) -> str:
         raw = self._requests[random.randrange(len(self._requests))]
+        self.last_version = ""
         try:
             # asyncio.timeout arms one timer handle; wait_for would wrap every call in a new task.
             async with asyncio.timeout(self._work.timeout_s):
@@ -148,6 +195,8 @@ class RestCaller:
             return CONNECTION
         if reply.status // 100 != 2:
             return f"http:{reply.status}"
+        if self._work.tally_versions:
+            self.last_version = rest_reply_version(reply.headers, reply.body)
         if self._sampler.due():
             problem = rest_reply_problem(reply.status, reply.headers, reply.body, self._work.expected_outputs)
             self._samples.note(problem)
@@ -195,7 +244,8 @@ class CallerPool:
 
     def _channel(self, index: int) -> grpc.aio.Channel:
         # A distinct channel argument keeps grpc from sharing one subchannel (one TCP connection).
-        options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1), ("loadtests.channel", index)]
+        options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1), ("loadtests.channel", index),
+                   *self.work.channel_options]
         return grpc.aio.insecure_channel(self.work.target, options=options)
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from loadtests.clients import OK
 from loadtests.histogram import Histogram
+from loadtests.tally import VersionTally, merged
 
 SCHEMA = "servegate.loadtest/1"
 
@@ -40,13 +41,16 @@ class Schedule:
 class Recorder:
     """Collects one worker's measurements for requests meant to start in [measure_start, end)."""
 
-    def __init__(self, measure_start: float, end: float, late_after_s: float = 0.002) -> None:
+    def __init__(self, measure_start: float, end: float, late_after_s: float = 0.002,
+                 tally_versions: bool = False) -> None:
         self.measure_start = measure_start
         self.end = end
         self.late_after_s = late_after_s
         self.outcomes: dict[str, int] = {}
         self.seconds: dict[int, Second] = {}
         self.schedule = Schedule()
+        self.error_hist = Histogram()  # how fast failures came back (shedding must be quick)
+        self.tally = VersionTally() if tally_versions else None
 
     def _second(self, start: float) -> Second | None:
         if start < self.measure_start or start >= self.end:
@@ -57,8 +61,9 @@ class Recorder:
             sec = self.seconds[index] = Second()
         return sec
 
-    def record(self, start: float, done: float, outcome: str) -> None:
-        """One answered request; `start` is the intended send time in an open loop."""
+    def record(self, start: float, done: float, outcome: str, version: str = "") -> None:
+        """One answered request; `start` is the intended send time in an open loop, `version` the one
+        that answered (tallied only when the recorder was asked to)."""
         sec = self._second(start)
         if sec is None:
             return
@@ -68,6 +73,9 @@ class Recorder:
             sec.hist.record(done - start)
         else:
             sec.errors += 1
+            self.error_hist.record(done - start)
+        if self.tally is not None:
+            self.tally.record(start - self.measure_start, version)
 
     def sent(self, intended: float, actual: float) -> None:
         if self._second(intended) is None:
@@ -95,6 +103,8 @@ class Recorder:
                         for i, s in self.seconds.items()},
             "schedule": vars(self.schedule).copy(),
             "samples": dict(samples),
+            "error_hist": self.error_hist.to_dict(),
+            "versions": self.tally.to_partial() if self.tally is not None else None,
         }
 
 
@@ -106,6 +116,8 @@ class Merged:
     checked: int = 0
     failed: int = 0
     reasons: list[str] = field(default_factory=list)
+    error_hist: Histogram = field(default_factory=Histogram)
+    versions: VersionTally | None = None
 
 
 def merge(partials: Sequence[Mapping[str, Any]]) -> Merged:
@@ -128,6 +140,9 @@ def merge(partials: Sequence[Mapping[str, Any]]) -> Merged:
         out.checked += samples["checked"]
         out.failed += samples["failed"]
         out.reasons += [r for r in samples["reasons"] if r not in out.reasons][:5]
+        if "error_hist" in part:
+            out.error_hist.merge(Histogram.from_dict(part["error_hist"]))
+    out.versions = merged(partials)
     return out
 
 
@@ -163,20 +178,27 @@ def build_result(merged: Merged, config: Mapping[str, Any], *, rows: int, durati
         "throughput": {"requests_per_s": ok / duration_s, "rows_per_s": ok * rows / duration_s,
                        "answered_per_s": answered / duration_s},
         "latency_s": total.summary(),
+        "error_latency_s": merged.error_hist.summary() if merged.error_hist.total else None,
         "histogram": total.to_dict(),
-        "series": _series(merged.seconds, duration_s),
+        "series": _series(merged.seconds, duration_s, merged.versions),
+        "versions": merged.versions.to_result() if merged.versions is not None else None,
         "schedule": vars(merged.schedule).copy() if open_loop else None,
         "checks": {"checked": merged.checked, "failed": merged.failed, "reasons": merged.reasons},
         "client": dict(client or {}),
     }
 
 
-def _series(seconds: Mapping[int, Second], duration_s: float) -> list[dict[str, Any]]:
+def _series(seconds: Mapping[int, Second], duration_s: float,
+            versions: VersionTally | None = None) -> list[dict[str, Any]]:
     out = []
     for index in range(math.ceil(duration_s)):
         sec = seconds.get(index, Second())
-        out.append({"second": index, "count": sec.count, "errors": sec.errors, "unsent": sec.unsent,
-                    "p50_s": sec.hist.percentile(50), "p99_s": sec.hist.percentile(99)})
+        entry: dict[str, Any] = {"second": index, "count": sec.count, "errors": sec.errors,
+                                 "unsent": sec.unsent, "p50_s": sec.hist.percentile(50),
+                                 "p99_s": sec.hist.percentile(99)}
+        if versions is not None:
+            entry["versions"] = versions.per_second(index)
+        out.append(entry)
     return out
 
 

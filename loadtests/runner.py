@@ -88,6 +88,11 @@ class _Budget:
         return True
 
 
+def _answered_by(caller: Caller) -> str:
+    """The version named in the caller's last reply ("" for callers that do not read it)."""
+    return str(getattr(caller, "last_version", ""))
+
+
 async def closed_loop(callers: Sequence[Caller], rec: Recorder, end: float, budget: _Budget) -> None:
     async def one(caller: Caller) -> None:
         while True:
@@ -95,7 +100,7 @@ async def closed_loop(callers: Sequence[Caller], rec: Recorder, end: float, budg
             if start >= end or not budget.take(start):
                 return
             outcome = await caller.call()
-            rec.record(start, time.monotonic(), outcome)
+            rec.record(start, time.monotonic(), outcome, _answered_by(caller))
     await asyncio.gather(*(one(c) for c in callers))
 
 
@@ -107,7 +112,9 @@ async def open_loop(callers: Sequence[Caller], rec: Recorder, first: float, end:
 
     async def fire(caller: Caller, intended: float) -> None:
         try:
-            rec.record(intended, time.monotonic(), await caller.call())
+            # The reply first, then the clock: arguments are evaluated left to right.
+            outcome = await caller.call()
+            rec.record(intended, time.monotonic(), outcome, _answered_by(caller))
         finally:
             free.append(caller)
 
@@ -117,6 +124,10 @@ async def open_loop(callers: Sequence[Caller], rec: Recorder, first: float, end:
         now = time.monotonic()
         if intended > now:
             await asyncio.sleep(intended - now)
+            now = time.monotonic()
+        else:
+            # Behind schedule: still let finished calls free their slots, or every slot looks busy.
+            await asyncio.sleep(0)
             now = time.monotonic()
         if not free:
             rec.unsent(intended)
@@ -138,7 +149,7 @@ async def run_share(work: Workload, plan: LoadPlan,
         t0 = wait_start()
         measure_start = t0 + plan.warmup_s
         end = measure_start + plan.duration_s
-        rec = Recorder(measure_start, end, plan.late_after_s)
+        rec = Recorder(measure_start, end, plan.late_after_s, tally_versions=work.tally_versions)
         budget = _Budget(plan.max_requests, measure_start)
         await asyncio.sleep(max(0.0, t0 - time.monotonic()))
         # The generator's own CPU use tells whether it, rather than the server, was the bottleneck.

@@ -47,6 +47,8 @@ class Scenario:
     seed: int = 0
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    tally_versions: bool = False  # count replies by the `model_version` they name
+    channel_options: tuple[tuple[str, str | int], ...] = ()  # extra gRPC channel arguments
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -98,6 +100,7 @@ def prepare(sc: Scenario) -> tuple[Workload, int]:
         body_headers=body_headers, headers=sc.headers, sticky_header=sc.sticky_header,
         sticky_keys=sc.sticky_keys, expected_outputs=tuple(o.name for o in sig.outputs) if sig else (),
         timeout_s=sc.timeout_s, check_every=sc.check_every, connections=sc.connections, rows=rows,
+        tally_versions=sc.tally_versions, channel_options=sc.channel_options,
     )
     return work, rows
 

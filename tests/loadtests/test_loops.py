@@ -146,3 +146,11 @@ def test_plan_validation() -> None:
     assert [s.max_in_flight for s in shares] == [4, 3, 3]
     assert sum(s.rate for s in shares) == pytest.approx(90)
     assert [s.phase_s for s in shares] == pytest.approx([0, 1 / 90, 2 / 90])
+
+
+def test_open_loop_latency_includes_the_server_time(slow_echo: Service) -> None:
+    # The echo takes 20 ms per request; an open-loop latency below that would time the send, not the reply.
+    sc = Scenario(protocol="grpc", model="mlp", grpc_target=slow_echo.grpc)
+    result = execute(sc, LoadPlan(duration_s=0.5, rate=20, max_in_flight=4, event_loop="asyncio"))
+    assert result["requests"]["ok"] >= 5
+    assert result["latency_s"]["min"] >= 0.020
