@@ -25,6 +25,7 @@ from gateway.errors import ModelNotFound
 from gateway.faults import FaultControl, FaultInjector, unknown_version
 from gateway.inference.probe import OrtProbe
 from gateway.models import ModelManager
+from gateway.observability.drift_tracker import DriftTracker
 from gateway.observability.metrics import CONTENT_TYPE, Metrics
 from gateway.observation import LiveMetrics
 from gateway.protocol import http_app
@@ -33,10 +34,11 @@ from gateway.protocol.grpc_servicer import GrpcServicer
 from gateway.protocol.http_server import HttpServer, Request, Response, Route, Router
 from gateway.repository import scan
 from gateway.routing import TrafficRouter
+from gateway.scaleout import ScaleOut
 from gateway.settings import Settings
 from gateway.shadow import ShadowMirror
 from gateway.sync import StateSync
-from rollout.controller import Controller
+from kernels import warm_up
 from rollout.errors import StoreUnavailable
 from rollout.registry import Registry
 from rollout.store import open_store
@@ -67,7 +69,6 @@ class Gateway:
         self.shadow = ShadowMirror(self.manager, self.metrics)
         self.faults = FaultInjector(self.manager)
         self.plane = DataPlane(self.manager, self.router, shadow=self.shadow, faults=self.faults)
-        self.live_metrics = LiveMetrics(self.manager, self.shadow)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._build_state()
@@ -82,14 +83,22 @@ class Gateway:
         self.sync = StateSync(self.store, self.registry, self.manager, self.router, self.metrics,
                               sources=sources, defaults=settings.models,
                               drain_seconds=settings.server.drain_seconds)
+        self.scaleout = ScaleOut(settings, self.store, self.metrics, self.manager,
+                                 degraded=lambda: self.sync.degraded)
+        self.sync.hold = lambda: self.scaleout.watch.reset  # a store that lost its data is not followed
+        self.scaleout.watch.on_restored.append(self.sync.refresh_all)
         self.fault_control = FaultControl(self.store, self.faults, unknown_version(self.manager))
         self.sync.on_load.append(lambda loaded, record: self.faults.attach(loaded))
+        self.drift = DriftTracker(self.registry, self.metrics)
+        self.sync.on_load.append(self.drift.attach)
+        self.live_metrics = LiveMetrics(self.manager, self.shadow, self.drift)
         self.sync.watchers[KIND_FAULT] = self.fault_control.load_all
         fc = self.fault_control
         self.control = GatewayControl(self.store, self.registry, self.sync, self.manager,
                                       repository=settings.repository,
                                       extras={"faults": fc.faults, "set_faults": fc.set_faults,
-                                              "clear_faults": fc.clear_faults}, shadow=self.shadow)
+                                              "clear_faults": fc.clear_faults, "drift": self.drift.report},
+                                      shadow=self.shadow)
 
     def _build_listeners(self) -> None:
         s, auth = self.settings.server, self.settings.auth
@@ -100,13 +109,16 @@ class Gateway:
         self.grpc = GrpcServer(GrpcServicer(self.plane, self), host=s.host, port=s.grpc_port,
                                max_message_bytes=s.max_request_bytes, reuse_port=reuse,
                                tls=_tls_pair(s.tls_cert, s.tls_key), authorize=grpc_auth)
-        data_http = http_app.DataPlaneHttp(self.plane, max_body_bytes=s.max_request_bytes, repository=self)
+        data_http = http_app.DataPlaneHttp(self.plane, max_body_bytes=s.max_request_bytes, repository=self,
+                                           details=self.scaleout.watch.details)
         # the admin error handler: the same status table, plus the Bearer challenge on 401 / 403
         self.http = HttpServer(Router(http_app.routes(data_http, http_auth)), admin_error_response,
                                host=s.host, port=s.http_port, max_body_bytes=s.max_request_bytes, tls=tls,
                                reuse_port=reuse)
         self.admin = admin_server(self.control, self.authenticator, host=s.host, port=s.admin_port,
-                                  extra=[Route("GET", "/metrics", self._metrics)], tls=tls, reuse_port=reuse)
+                                  extra=[Route("GET", "/metrics", self._metrics),
+                                         self.scaleout.mirror.route(self.authenticator)],
+                                  tls=tls, reuse_port=reuse)
 
     async def _metrics(self, req: Request) -> Response:
         return Response(200, self.metrics.render(), CONTENT_TYPE)
@@ -125,7 +137,9 @@ class Gateway:
         return Endpoints(f"{shown}:{http_port}", f"{shown}:{grpc_port}", f"{shown}:{admin_port}")
 
     async def _start_state(self) -> None:
+        await asyncio.to_thread(warm_up)  # drift kernels compile (or load from cache) before ready
         try:
+            await self.scaleout.start()  # a store that lost its data is not bootstrapped over
             await self.sync.bootstrap()
             await self.fault_control.load_all()
         except StoreUnavailable as exc:
@@ -133,9 +147,10 @@ class Gateway:
                       "until it answers", exc)
             await self._load_repository()
         self._tasks.append(asyncio.ensure_future(self.sync.run(self._stop)))
-        if self.settings.controller.enabled:
-            controller = Controller(self.store, self.registry, self.live_metrics,
-                                    interval_s=self.settings.controller.interval_s)
+        self._tasks.append(asyncio.ensure_future(self.drift.run(self._stop)))
+        self._tasks += [asyncio.ensure_future(job) for job in self.scaleout.tasks(self._stop)]
+        if self.settings.controller.enabled:  # competes for the lease with every other controller
+            controller = self.scaleout.controller(self.store, self.registry, self.live_metrics)
             self._tasks.append(asyncio.ensure_future(controller.run(self._stop)))
 
     async def _load_repository(self) -> None:

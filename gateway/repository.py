@@ -48,6 +48,7 @@ class ModelConfig:
     drift_bins: int = 10
     drift_sample_rows: int = 0  # 0 = bin every row
     reference_rows: int = 1000  # rows of live traffic that become the reference when none is given
+    drift: bool = True  # bin inputs and outputs for drift (off: no drift figures for this model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,7 @@ _INT_FIELDS = {
 
 def parse_config(raw: Mapping[str, Any], defaults: ModelConfig, source: str = "config") -> ModelConfig:
     """Validates a config mapping; errors name `source` and the field."""
-    known = set(_INT_FIELDS) | {"max_queue_delay", "max_queue_delay_us", "provider", "inputs",
+    known = set(_INT_FIELDS) | {"max_queue_delay", "max_queue_delay_us", "provider", "inputs", "drift",
                                 "default_timeout", "default_timeout_us", "latency_budget_ms"}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -138,6 +139,10 @@ def parse_config(raw: Mapping[str, Any], defaults: ModelConfig, source: str = "c
             if key in raw:
                 unit = "us" if key.endswith("_us") else "s"
                 values[f"{name}_us"] = _duration_us(raw[key], unit, f"{source}: {key}")
+    if "drift" in raw:
+        if not isinstance(raw["drift"], bool):
+            raise ConfigError(f"{source}: drift must be true or false, got {raw['drift']!r}")
+        values["drift"] = raw["drift"]
     if "provider" in raw:
         if raw["provider"] not in PROVIDERS:
             raise ConfigError(f"{source}: provider must be one of {list(PROVIDERS)}, got {raw['provider']!r}")
