@@ -31,6 +31,22 @@ class MetricsSource(Protocol):
         ...
 
 
+class Leadership(Protocol):
+    """Who may act when several controllers run (one per replica): only the lease holder. See rollout.lease."""
+
+    def acquire(self) -> bool:
+        """Takes or renews the right to act (store I/O); True while it is held."""
+        ...
+
+    def held(self) -> bool:
+        """Whether the right is still held at this instant (no I/O)."""
+        ...
+
+    def release(self) -> None:
+        """Gives the right back so that another controller may act at once."""
+        ...
+
+
 class VersionView(Protocol):
     @property
     def model(self) -> str: ...
@@ -58,25 +74,38 @@ class RegistryPort(Protocol):
 
 class Controller:
     """Owns the loop. `tick(now)` is one reconcile pass and is safe to repeat; `run` ticks every
-    `interval_s` until `stop` is set. Losing the store pauses change, never the loop."""
+    `interval_s` until `stop` is set. Losing the store pauses change, never the loop. With a
+    `leadership`, `run` ticks only while it is held, and each decision is applied only if it still is."""
 
     def __init__(self, store: StateStore, registry: RegistryPort, metrics: MetricsSource, *,
                  interval_s: float = 1.0, actor: str = "controller",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, leadership: Leadership | None = None) -> None:
         if not interval_s > 0:
             raise InvalidSpec("interval_s", f"expected seconds > 0, got {interval_s!r}")
         self._store, self._registry, self._metrics = store, registry, metrics
         self._interval_s, self._actor, self._clock = interval_s, actor, clock
+        self._leadership = leadership
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.tick(self._clock())
-            except Exception:
-                # One bad tick (a broken document, a failing registry) must not end rollout control.
-                _log.exception("controller tick failed; retrying next tick")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._interval_s)
+        try:
+            while not stop.is_set():
+                try:
+                    if await self._lead():
+                        await self.tick(self._clock())
+                except Exception:
+                    # One bad tick (a broken document, a failing registry) must not end rollout control.
+                    _log.exception("controller tick failed; retrying next tick")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self._interval_s)
+        finally:
+            if self._leadership is not None:
+                await asyncio.to_thread(self._leadership.release)
+
+    async def _lead(self) -> bool:
+        return self._leadership is None or await asyncio.to_thread(self._leadership.acquire)
+
+    def _may_act(self) -> bool:
+        return self._leadership is None or self._leadership.held()
 
     async def tick(self, now: float) -> list[Decision]:
         """Reconciles every rollout once; returns the decisions that were applied."""
@@ -112,6 +141,11 @@ class Controller:
             return None
         observation = await asyncio.to_thread(self._observe, status, now)
         decision = decide(spec, status, observation, now)
+        if not self._may_act():
+            # The lease lapsed while observing (a slow store, a paused process): a successor may be
+            # acting already, so this decision is dropped; the compare-and-set guards the rest.
+            _log.warning("lease lost during the tick; %s decision for %s dropped", decision.action, model)
+            return None
         await asyncio.to_thread(apply_decision, self._store, self._registry, spec, doc, decision,
                                 self._actor)
         return decision

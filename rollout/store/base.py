@@ -10,7 +10,7 @@ A write returns only after it is durable.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,6 +22,10 @@ KIND_VERSION = "version"  # key: "<model>/<version>"; a registry version
 KIND_ROUTE = "route"  # key: model name; the route table
 KIND_ROLLOUT = "rollout"  # key: model name; the current (or last) rollout's spec and status
 KIND_FAULT = "fault"  # key: "<model>/<version>"; injected faults (load testing)
+KIND_LEASE = "lease"  # key: lease name; who may act alone (the promotion controller), renewed by its holder
+# The kinds that make up the gateway's state: what a snapshot holds and a restore writes back. Leases are
+# left out on purpose: they are ephemeral, and a restored one would name a holder that may be gone.
+STATE_KINDS = (KIND_MODEL, KIND_VERSION, KIND_ROUTE, KIND_ROLLOUT, KIND_FAULT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +123,65 @@ class StateStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# --- scale-out: shared measurements and store identity -------------------------------------------------
+
+WINDOW_SLICE = "window"  # the SliceRecord name of request counts, errors and latency buckets
+
+
+@dataclass(frozen=True, slots=True)
+class SliceRecord:
+    """One replica's measurements of one model version over one wall-clock second. `name` says what
+    `data` holds (`WINDOW_SLICE`, or an extra payload such as drift counts); stores never look inside."""
+
+    model: str
+    version: str
+    second: int
+    name: str
+    replica: str
+    data: bytes
+
+
+@runtime_checkable
+class SliceStore(Protocol):
+    """Per-second measurements shipped by every replica. Writing the same (model, version, second, name,
+    replica) again replaces the record, so a replica may re-send a second that was still filling."""
+
+    def put_slices(self, records: Sequence[SliceRecord], ttl_s: float) -> None:
+        """Writes every record; each one disappears by itself `ttl_s` seconds later."""
+        ...
+
+    def read_slices(self, model: str, version: str, first: int, last: int,
+                    names: Collection[str] | None = None) -> builtins.list[SliceRecord]:
+        """Every replica's unexpired records for seconds `first <= s < last`, optionally only `names`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EpochState:
+    """`epoch`: an id written with the first document into an empty store (None: nothing written yet).
+    `reset_of`: the epoch a replica remembered when it found the store emptied, until `state restore`."""
+
+    epoch: str | None
+    reset_of: str | None
+
+
+@runtime_checkable
+class EpochStore(Protocol):
+    """Lets replicas notice a store that lost its data, and an admin put the state back."""
+
+    def epoch_state(self) -> EpochState: ...
+
+    def mark_reset(self, lost_epoch: str) -> None:
+        """Records that the data of `lost_epoch` is gone (kept if a mark is already there)."""
+        ...
+
+    def clear_reset(self) -> None:
+        """Removes the mark: the state was restored (or accepted as it is)."""
+        ...
+
+    def import_audit(self, records: Sequence[AuditRecord]) -> int:
+        """Writes entries verbatim (seq and hashes kept) into an empty audit log and returns how many;
+        raises `rollout.errors.Conflict` when the log already has entries."""
+        ...

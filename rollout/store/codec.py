@@ -6,12 +6,16 @@ Keeping one codec makes the backends byte-compatible and their errors identical.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rollout.audit import canonical_json, record_from_dict, record_to_dict
 from rollout.errors import InvalidSpec, StaleWrite, StoreUnavailable
-from rollout.store.base import SCHEMA_VERSION, AuditRecord, Write
+from rollout.store.base import SCHEMA_VERSION, AuditRecord, SliceRecord, Write
+
+MAX_SLICE_SPAN = 7 * 24 * 3600  # seconds one slice read may cover: a bound against a mistyped window
+_SLICE_SEPARATORS = (":", "|")  # used in slice keys; registry names never contain them
 
 
 def encode_document(kind: str, key: str, value: Mapping[str, Any]) -> str:
@@ -79,3 +83,28 @@ def encode_record(record: AuditRecord) -> str:
 
 def decode_record(text: str | bytes) -> AuditRecord:
     return record_from_dict(json.loads(text))
+
+
+def check_slice(record: SliceRecord) -> tuple[str, str, int, str, str]:
+    """A slice record's address, validated: names without the key separators, an integer second."""
+    for field in ("model", "version", "name", "replica"):
+        value = check_name(f"slice.{field}", getattr(record, field))
+        if any(sep in value for sep in _SLICE_SEPARATORS):
+            raise InvalidSpec(f"slice.{field}", f"expected a name without ':' or '|', got {value!r}")
+    if isinstance(record.second, bool) or not isinstance(record.second, int):
+        raise InvalidSpec("slice.second", f"expected whole seconds, got {record.second!r}")
+    if not isinstance(record.data, bytes):
+        raise InvalidSpec("slice.data", f"expected bytes, got {type(record.data).__name__}")
+    return record.model, record.version, record.second, record.name, record.replica
+
+
+def check_ttl(ttl_s: float) -> float:
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s) or ttl_s <= 0:
+        raise InvalidSpec("ttl_s", f"expected seconds > 0, got {ttl_s!r}")
+    return float(ttl_s)
+
+
+def check_span(first: int, last: int) -> None:
+    """A slice read covers `first <= s < last`, at most `MAX_SLICE_SPAN` seconds."""
+    if last - first > MAX_SLICE_SPAN:
+        raise InvalidSpec("last", f"a slice read covers at most {MAX_SLICE_SPAN} s, asked for {last - first} s")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import builtins
 import json
 import logging
+import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -22,9 +23,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from rollout.audit import chain_next
-from rollout.errors import InvalidSpec, StaleWrite, StoreUnavailable
+from rollout.errors import Conflict, InvalidSpec, StaleWrite, StoreUnavailable
 from rollout.store import codec
-from rollout.store.base import AuditRecord, Change, Document, Write
+from rollout.store.base import AuditRecord, Change, Document, EpochState, SliceRecord, Write
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ CONNECT_TIMEOUT_S = 1.0
 LISTEN_POLL_S = 0.2
 AUDIT_RETRIES = 100  # appends race only with other appenders; each lost race costs one round trip
 AUDIT_PAGE = 200
+AUDIT_IMPORT_CHUNK = 500  # entries per import script call: keeps one call's arguments small
 _OUTAGE_REPLIES = ("MISCONF", "OOM", "MASTERDOWN", "READONLY", "LOADING")
 
 # Checks every expected revision first, then writes, indexes and publishes: all or nothing.
@@ -76,6 +78,22 @@ redis.call('HSETNX', KEYS[4], 'epoch', ARGV[5])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
 redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'hash', ARGV[3])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[2]), ARGV[2])
+return 1
+"""
+
+# Imports entries verbatim, only on top of the head the caller saw (0 = an empty log).
+# KEYS: head hash, entries hash, meta hash. ARGV: head seq expected, epoch, new head seq, new head hash,
+# the model index key prefix, then per entry: seq, model, stored entry.
+_IMPORT_AUDIT = """
+local head = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if head ~= tonumber(ARGV[1]) then return 0 end
+if head == 0 and redis.call('HLEN', KEYS[2]) > 0 then return 0 end
+redis.call('HSETNX', KEYS[3], 'epoch', ARGV[2])
+for i = 6, #ARGV, 3 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+  redis.call('ZADD', ARGV[5] .. ARGV[i + 1], tonumber(ARGV[i]), ARGV[i])
+end
+redis.call('HSET', KEYS[1], 'seq', ARGV[3], 'hash', ARGV[4])
 return 1
 """
 
@@ -128,6 +146,7 @@ class RedisStore:
         self._put_many = self._client.register_script(_PUT_MANY)
         self._append = self._client.register_script(_APPEND_AUDIT)
         self._list = self._client.register_script(_LIST)
+        self._import = self._client.register_script(_IMPORT_AUDIT)
         self._lock = threading.Lock()
         self._callbacks: builtins.list[Callable[[Change], None]] = []
         self._listener: _Listener | None = None
@@ -155,6 +174,9 @@ class RedisStore:
 
     def _audit_model_key(self, model: str) -> str:
         return f"{self.prefix}audit:model:{model}"
+
+    def _slice_key(self, model: str, version: str, second: int) -> str:
+        return f"{self.prefix}slice:{model}:{version}:{second}"
 
     @contextmanager
     def _mapped(self, what: str) -> Iterator[redis.Redis]:
@@ -271,6 +293,70 @@ class RedisStore:
         with self._mapped("read the store epoch") as client:
             value = client.hget(self._meta_key, "epoch")
         return None if value is None else _text(value)
+
+    def epoch_state(self) -> EpochState:
+        with self._mapped("read the store epoch") as client:
+            epoch, reset_of = client.hmget(self._meta_key, ["epoch", "reset_of"])
+        return EpochState(None if epoch is None else _text(epoch), None if reset_of is None else _text(reset_of))
+
+    def mark_reset(self, lost_epoch: str) -> None:
+        with self._mapped("mark the store as reset") as client:
+            client.hsetnx(self._meta_key, "reset_of", lost_epoch)
+
+    def clear_reset(self) -> None:
+        with self._mapped("clear the reset mark") as client:
+            client.hdel(self._meta_key, "reset_of")
+
+    def import_audit(self, records: Sequence[AuditRecord]) -> int:
+        head_key, entries_key = self._audit_keys
+        expected = 0
+        for start in range(0, len(records), AUDIT_IMPORT_CHUNK):
+            chunk = records[start:start + AUDIT_IMPORT_CHUNK]
+            args: builtins.list[str | int] = [expected, uuid.uuid4().hex, chunk[-1].seq, chunk[-1].hash,
+                                              self._audit_model_key("")]
+            for r in chunk:
+                args += [r.seq, r.model, codec.encode_record(r)]
+            with self._mapped("import the audit log") as client:
+                done = self._import(keys=[head_key, entries_key, self._meta_key], args=args, client=client)
+            if done != 1:
+                raise Conflict("the audit log already has entries (or gained some during the import); "
+                               "an import needs an empty one")
+            expected = chunk[-1].seq
+        return len(records)
+
+    def put_slices(self, records: Sequence[SliceRecord], ttl_s: float) -> None:
+        ttl = max(1, math.ceil(codec.check_ttl(ttl_s)))
+        grouped: dict[str, dict[str, bytes]] = {}
+        for r in records:
+            model, version, second, name, replica = codec.check_slice(r)
+            grouped.setdefault(self._slice_key(model, version, second), {})[f"{name}|{replica}"] = r.data
+        if not grouped:
+            return
+        with self._mapped("write slices") as client:
+            pipe = client.pipeline(transaction=False)
+            for key, fields in grouped.items():
+                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                pipe.expire(key, ttl)
+            pipe.execute()
+
+    def read_slices(self, model: str, version: str, first: int, last: int,
+                    names: Collection[str] | None = None) -> builtins.list[SliceRecord]:
+        codec.check_span(first, last)
+        seconds = range(first, last)
+        if not seconds:
+            return []
+        with self._mapped("read slices") as client:
+            pipe = client.pipeline(transaction=False)
+            for second in seconds:
+                pipe.hgetall(self._slice_key(model, version, second))
+            replies = pipe.execute()
+        out = []
+        for second, fields in zip(seconds, replies, strict=True):
+            for field, data in sorted(fields.items()):
+                name, _, replica = _text(field).partition("|")
+                if names is None or name in names:
+                    out.append(SliceRecord(model, version, second, name, replica, bytes(data)))
+        return out
 
     # -- notifications -------------------------------------------------------------------------
 

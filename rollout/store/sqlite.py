@@ -13,21 +13,22 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rollout.audit import GENESIS_HASH, chain_next
-from rollout.errors import InvalidSpec, StoreUnavailable
+from rollout.errors import Conflict, InvalidSpec, StoreUnavailable
 from rollout.store import codec
-from rollout.store.base import AuditRecord, Change, Document, Write
+from rollout.store.base import AuditRecord, Change, Document, EpochState, SliceRecord, Write
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 BUSY_TIMEOUT_S = 5.0  # another process holding the write lock longer than this = unavailable
 CHANGES_KEPT = 10_000  # the change feed is a notification channel, not history
+PRUNE_EVERY_S = 10.0  # expired slices are deleted at most this often (a read skips them anyway)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -39,6 +40,11 @@ CREATE INDEX IF NOT EXISTS audit_by_model ON audit (model, seq);
 CREATE TABLE IF NOT EXISTS changes (
     id INTEGER PRIMARY KEY AUTOINCREMENT, writer TEXT NOT NULL,
     kind TEXT NOT NULL, key TEXT NOT NULL, revision INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS slices (
+    model TEXT NOT NULL, version TEXT NOT NULL, second INTEGER NOT NULL, name TEXT NOT NULL,
+    replica TEXT NOT NULL, data BLOB NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (model, version, second, name, replica)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -79,6 +85,7 @@ class SqliteStore:
         self._closed = False
         self._callbacks: list[Callable[[Change], None]] = []
         self._notifier: _Notifier | None = None
+        self._pruned_at = 0.0
         with _mapped(f"open {self._path}"):
             self._conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
             try:
@@ -148,6 +155,7 @@ class SqliteStore:
                          for w, text, rev in zip(writes, encoded, current, strict=True)]
             changes = [Change(w.kind, w.key, r) for w, r in zip(writes, revisions, strict=True)]
             self._record_changes(conn, changes)
+            _stamp_epoch(conn)
         with self._lock:
             if self._notifier is not None:
                 self._notifier.push(changes)
@@ -196,6 +204,7 @@ class SqliteStore:
                                 after=after, reason=reason, evidence=evidence, ts=stamp)
             conn.execute("INSERT INTO audit (seq, ts, model, entry) VALUES (?, ?, ?, ?)",
                          (record.seq, record.ts, record.model, codec.encode_record(record)))
+            _stamp_epoch(conn)
         return record
 
     def audit(self, model: str | None = None, since: float | None = None,
@@ -212,6 +221,51 @@ class SqliteStore:
         with self._reading("read the audit log") as conn:
             rows = conn.execute("SELECT entry FROM audit ORDER BY seq").fetchall()
         return [codec.decode_record(r[0]) for r in rows]
+
+    # -- scale-out support ---------------------------------------------------------------------
+
+    def put_slices(self, records: Sequence[SliceRecord], ttl_s: float) -> None:
+        expires = time.time() + codec.check_ttl(ttl_s)
+        rows = [(*codec.check_slice(r), r.data, expires) for r in records]
+        with self._writing("write slices") as conn:
+            conn.executemany("INSERT OR REPLACE INTO slices (model, version, second, name, replica, data, "
+                             "expires) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                conn.execute("DELETE FROM slices WHERE expires < ?", (time.time(),))
+                self._pruned_at = time.monotonic()
+
+    def read_slices(self, model: str, version: str, first: int, last: int,
+                    names: Collection[str] | None = None) -> builtins.list[SliceRecord]:
+        codec.check_span(first, last)
+        with self._reading("read slices") as conn:
+            rows = conn.execute("SELECT second, name, replica, data FROM slices WHERE model = ? AND "
+                                "version = ? AND second >= ? AND second < ? AND expires >= ? ORDER BY second",
+                                (model, version, first, last, time.time())).fetchall()
+        return [SliceRecord(model, version, int(second), name, replica, bytes(data))
+                for second, name, replica, data in rows if names is None or name in names]
+
+    def epoch_state(self) -> EpochState:
+        with self._reading("read the store epoch") as conn:
+            found = dict(conn.execute("SELECT name, value FROM meta WHERE name IN ('epoch', 'reset_of')"))
+        return EpochState(found.get("epoch"), found.get("reset_of"))
+
+    def mark_reset(self, lost_epoch: str) -> None:
+        with self._writing("mark the store as reset") as conn:
+            conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('reset_of', ?)", (lost_epoch,))
+
+    def clear_reset(self) -> None:
+        with self._writing("clear the reset mark") as conn:
+            conn.execute("DELETE FROM meta WHERE name = 'reset_of'")
+
+    def import_audit(self, records: Sequence[AuditRecord]) -> int:
+        with self._writing("import the audit log") as conn:
+            if conn.execute("SELECT count(*) FROM audit").fetchone()[0]:
+                raise Conflict("the audit log already has entries; an import needs an empty one")
+            conn.executemany("INSERT INTO audit (seq, ts, model, entry) VALUES (?, ?, ?, ?)",
+                             [(r.seq, r.ts, r.model, codec.encode_record(r)) for r in records])
+            if records:
+                _stamp_epoch(conn)
+        return len(records)
 
     # -- notifications -------------------------------------------------------------------------
 
@@ -278,6 +332,11 @@ class SqliteStore:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+
+
+def _stamp_epoch(conn: sqlite3.Connection) -> None:
+    """The first write into an empty database names its epoch (see `EpochStore`)."""
+    conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('epoch', ?)", (uuid.uuid4().hex,))
 
 
 class _Notifier:
