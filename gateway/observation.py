@@ -34,6 +34,10 @@ class LiveMetrics:
         self._drift = drift
         self._slices = slices or self._local_slices
 
+    def with_slices(self, slices: SliceSource) -> LiveMetrics:
+        """The same figures read from another slice source (e.g. every replica's shipped slices)."""
+        return LiveMetrics(self._manager, self._shadow, self._drift, slices)
+
     def _local_slices(self, model: str, version: str, start: float, end: float) -> list[Slice]:
         loaded = self._manager.find(model, version)
         return loaded.windows.slices(start, end) if loaded is not None else []

@@ -52,6 +52,8 @@ class StateSync:
         self.on_load: list[LoadHook] = []
         self.watchers: dict[str, Callable[[], Awaitable[None]]] = {}  # document kind -> reload
         self.degraded = False
+        # True while the store must not be followed (it lost its data): the last tables stay in force.
+        self.hold: Callable[[], bool] = lambda: False
         self._revisions: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._changes: asyncio.Queue[str] | None = None
@@ -116,6 +118,8 @@ class StateSync:
     # --- refresh ---------------------------------------------------------------------------------
 
     async def refresh_all(self) -> None:
+        if self.hold():
+            return
         try:
             models = set(await asyncio.to_thread(self.registry.models))
             models |= {key for key, _ in await asyncio.to_thread(self.store.list, KIND_ROUTE)}
@@ -130,6 +134,8 @@ class StateSync:
         """Loads what the model's route table uses, swaps the table in, unloads what nothing uses."""
         lock = self._locks.setdefault(model, asyncio.Lock())
         async with lock:
+            if self.hold():
+                return
             try:
                 await self._refresh(model)
             except StoreUnavailable as exc:
@@ -198,6 +204,8 @@ class StateSync:
             self.metrics.traffic_weight.labels(table.model, version).set(weight)
 
     async def _reload_watched(self, kinds: list[str]) -> None:
+        if self.hold():
+            return
         for kind in kinds:
             try:
                 await self.watchers[kind]()

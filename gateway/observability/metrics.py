@@ -67,6 +67,11 @@ class Metrics:
                            [*mv, "tensor", "kind", "statistic"], registry=r)
         self.store_degraded = Gauge("servegate_store_degraded",
                                     "1 while the state store cannot be reached.", registry=r)
+        self.store_reset = Gauge("servegate_store_reset",
+                                 "1 while the state store has lost its data and awaits `state restore`.",
+                                 registry=r)
+        self.controller_leader = Gauge("servegate_controller_leader",
+                                       "1 while this process holds the controller lease.", registry=r)
 
     def for_version(self, model: str, version: str) -> VersionMetrics:
         return VersionMetrics(self, model, version)

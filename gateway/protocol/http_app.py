@@ -41,16 +41,19 @@ class DataPlaneHttp:
     """Handlers for the data plane's REST routes."""
 
     def __init__(self, plane: DataPlane, *, max_body_bytes: int,
-                 repository: RepositoryControl | None = None) -> None:
+                 repository: RepositoryControl | None = None,
+                 details: Callable[[], dict[str, Any]] | None = None) -> None:
         self.plane = plane
         self.max_body = max_body_bytes
         self.repository = repository
+        self.details = details  # extra readiness fields, such as how the state store is
 
     async def live(self, req: Request) -> Response:
         return _json({"live": True}) if self.plane.live else _json({"live": False}, 503)
 
     async def ready(self, req: Request) -> Response:
-        return _json({"ready": True}) if self.plane.ready() else _json({"ready": False}, 503)
+        extra = self.details() if self.details is not None else {}
+        return _json({"ready": True, **extra}) if self.plane.ready() else _json({"ready": False, **extra}, 503)
 
     async def server_metadata(self, req: Request) -> Response:
         return _json(self.plane.server_metadata())
