@@ -46,7 +46,7 @@ class ModelConfig:
     inputs: Mapping[str, InputOverride] = field(default_factory=dict)
     latency_budget_ms: float = 100.0  # validation gate: p99 at batch 1
     drift_bins: int = 10
-    drift_sample_rows: int = 0  # 0 = bin every row
+    drift_sample_rows: int = 0  # rows of a batch binned: 0 = auto (sampled for wide models), -1 = all
     reference_rows: int = 1000  # rows of live traffic that become the reference when none is given
     drift: bool = True  # bin inputs and outputs for drift (off: no drift figures for this model)
 
@@ -118,7 +118,7 @@ _INT_FIELDS = {
     "instances": (1, 64),
     "intra_op_threads": (0, 1024),
     "drift_bins": (2, 256),
-    "drift_sample_rows": (0, 1 << 20),
+    "drift_sample_rows": (-1, 1 << 20),
     "reference_rows": (1, 1 << 24),
 }
 

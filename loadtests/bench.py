@@ -29,7 +29,8 @@ MODEL = "mlp"
 DEFAULT_GATEWAY = ("{python} -m gateway.cli serve --repository {repository} "
                    "--http-port 0 --grpc-port 0 --admin-port 0")
 ECHO_AS_GATEWAY = "{python} -m loadtests echo --grpc-port 0 --http-port 0 --onnx {model_file}"
-SCENARIOS = ("overhead", "small", "large", "rest", "peers")
+SCENARIOS = ("overhead", "small", "large", "rest", "peers", "drift")
+DRIFT_ROUNDS = 3  # on/off alternations: the cost sought (a few %) is below this machine's run-to-run noise
 
 
 class Target(Protocol):
@@ -168,6 +169,7 @@ def run_all(st: BenchSettings, repository: Path, model_file: Path) -> BenchRun:
             "large": lambda: large(bench, echo, gateway, model_file),
             "rest": lambda: rest(bench, echo, gateway),
             "peers": lambda: peers(bench, model_file),
+            "drift": lambda: drift(bench, repository),
         }
         for name in st.scenarios:
             print(f"{name}:", flush=True)
@@ -175,9 +177,9 @@ def run_all(st: BenchSettings, repository: Path, model_file: Path) -> BenchRun:
     return bench
 
 
-def _py(bench: BenchRun, server: Target, protocol: str, concurrency: int, rows: int) -> None:
+def _py(bench: BenchRun, server: Target, protocol: str, concurrency: int, rows: int, suffix: str = "") -> None:
     st = bench.settings
-    name = f"{server.name}/python/{protocol}/c{concurrency}/r{rows}"
+    name = f"{server.name}/python/{protocol}/c{concurrency}/r{rows}{suffix}"
     sc = Scenario(protocol=protocol, model=MODEL, grpc_target=server.grpc, http_target=server.http, rows=rows,
                   label=name)
     plan = LoadPlan(duration_s=st.duration_s, warmup_s=st.warmup_s, concurrency=concurrency,
@@ -204,14 +206,14 @@ def _grpc_bytes(server: Target, rows: int) -> bytes:
     return grpc_request(MODEL, "", random_tensors(sig.inputs, rows))
 
 
-def _h2load(bench: BenchRun, server: Target, concurrency: int, request: bytes) -> None:
+def _h2load(bench: BenchRun, server: Target, concurrency: int, request: bytes, suffix: str = "") -> None:
     st = bench.settings
     conns = min(st.h2load_connections, concurrency)
     def run() -> dict[str, Any]:
         return run_h2load(server.grpc or "", request, streams=max(1, concurrency // conns), connections=conns,
                           duration_s=st.duration_s, warmup_s=st.warmup_s).to_dict()
     try:
-        bench.measure(f"{server.name}/h2load/grpc/c{concurrency}/r1", "h2load", server, run)
+        bench.measure(f"{server.name}/h2load/grpc/c{concurrency}/r1{suffix}", "h2load", server, run)
     except ClientMissing as exc:
         bench.skipped.append(str(exc))
 
@@ -294,6 +296,30 @@ def _peer_runs(bench: BenchRun, server: PeerTarget) -> None:
     for protocol in ("rest-binary", "rest-json"):
         if protocol in server.protocols:
             _wrk(bench, server, protocol, conc)
+
+
+def drift(bench: BenchRun, repository: Path) -> None:
+    """The same gateway with drift binning on and off (a copy of the repository with `drift: false`),
+    loaded in turn: single-row requests with h2load, 64-row requests with the Python client."""
+    import shutil
+
+    off = repository.parent / "repository-drift-off"
+    if not off.exists():
+        shutil.copytree(repository, off)
+        config = off / MODEL / "config.yaml"
+        config.write_text(config.read_text() + "drift: false\n")
+    template = bench.settings.gateway_cmd
+    on_cmd = gateway_command(template, repository, repository / MODEL / "1" / "model.onnx")
+    off_cmd = gateway_command(template, off, off / MODEL / "1" / "model.onnx")
+    bench.commands.update({"gateway-drift-on": on_cmd, "gateway-drift-off": off_cmd})
+    st = bench.settings
+    with running_all([("drift-on", on_cmd), ("drift-off", off_cmd)]) as (on, off_server):
+        request = _grpc_bytes(on, 1)
+        for round_ in range(DRIFT_ROUNDS):
+            for server in (on, off_server):
+                if st.c_clients:
+                    _h2load(bench, server, st.small_concurrency, request, suffix=f"#{round_}")
+                _py(bench, server, "grpc", st.large_concurrency, st.large_rows, suffix=f"#{round_}")
 
 
 def settings_dict(st: BenchSettings) -> dict[str, Any]:

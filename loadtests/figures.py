@@ -125,6 +125,36 @@ def _peers(runs: Runs, conc: int) -> list[dict[str, Any]]:
     return out
 
 
+def _median_ratio(runs: Runs, pattern: str, metric: Callable[[Mapping[str, Any]], float]) -> tuple[float, float, list[str]] | None:
+    """Median of drift-on and of drift-off over the alternating rounds (median damps a noisy round)."""
+    on = sorted(n for n in runs if n.startswith("drift-on/") and n.split("#")[0] == "drift-on/" + pattern)
+    off = sorted(n for n in runs if n.startswith("drift-off/") and n.split("#")[0] == "drift-off/" + pattern)
+    if not on or not off:
+        return None
+    def median(names: list[str]) -> float:
+        values = sorted(metric(runs[n]) for n in names)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    return median(on), median(off), on + off
+
+
+def _drift(runs: Runs, conc: int, lconc: int, lrows: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for label, pattern, metric, unit in (
+            (f"1-row requests, {conc} callers, h2load", f"h2load/grpc/c{conc}/r1", rps, "req/s"),
+            (f"{lrows}-row requests, {lconc} callers, Python client", f"python/grpc/c{lconc}/r{lrows}",
+             rows_per_s, "rows/s")):
+        found = _median_ratio(runs, pattern, metric)
+        if found is None:
+            continue
+        on, off, names = found
+        used = [runs[n] for n in names]
+        name = "drift-cost-" + ("single" if pattern.rsplit("/", 1)[1] == "r1" else "large")
+        out.append(_figure(name, f"{unit} with drift on / drift off, {label} (median of rounds)", on, off,
+                           ">= 0.97", lambda r: r >= 0.97, used, names, unit))
+    return out
+
+
 def compute(runs: Runs, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every figure whose runs are present, in report order."""
     conc, lconc, lrows = settings["small_concurrency"], settings["large_concurrency"], settings["large_rows"]
@@ -141,4 +171,4 @@ def compute(runs: Runs, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
             out += _pair(runs, f"{protocol}-{tool}", f"req/s, 1 row, {conc} callers, {protocol}, {tool}: "
                          "gateway / HTTP echo", f"gateway/{tool}/{protocol}/c{conc}/r1",
                          f"echo/{tool}/{protocol}/c{conc}/r1", rps, None, None, "req/s")
-    return out + _peers(runs, conc)
+    return out + _peers(runs, conc) + _drift(runs, conc, lconc, lrows)

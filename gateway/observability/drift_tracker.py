@@ -29,6 +29,10 @@ from rollout.registry import ModelVersion, Registry, Stage
 log = logging.getLogger(__name__)
 
 KEEP_SECONDS = 300.0
+# Auto sampling keeps a batch's binning under about this many values (tensor features x rows):
+# ~10 µs of kernel time, a few percent of a batch of a wide model's inference at most.
+AUTO_SAMPLE_VALUES = 16_384
+AUTO_SAMPLE_MIN_ROWS = 8
 GAUGE_WINDOW_S = 60.0
 STATISTICS = ("psi_max", "psi_mean", "js_max", "ks_max")
 
@@ -50,8 +54,9 @@ class DriftTracker:
         if not config.drift:
             return
         profile = self._model_profile(record.model, fallback=record)
-        self._install(loaded, DriftMonitor(profile, _drift_config(config), name=f"{record.model}/{record.version}",
-                                           clock=self._clock))
+        features = _features_per_row(profile, loaded)
+        self._install(loaded, DriftMonitor(profile, _drift_config(config, features),
+                                           name=f"{record.model}/{record.version}", clock=self._clock))
 
     def _install(self, loaded: LoadedVersion, monitor: DriftMonitor) -> None:
         key = (loaded.model, loaded.version)
@@ -169,9 +174,26 @@ class DriftTracker:
         return out
 
 
-def _drift_config(config: ModelConfig) -> DriftConfig:
+def _features_per_row(profile: Profile | None, loaded: LoadedVersion) -> int:
+    if profile is not None:
+        return sum(t.features for t in (*profile.inputs, *profile.outputs))
+    sig = loaded.signature
+    return sum(max(1, math.prod(max(d, 1) for d in t.shape[1:])) for t in (*sig.inputs, *sig.outputs))
+
+
+def sample_rows(configured: int, features: int) -> int:
+    """Rows of each batch to bin: the configured number, all (-1), or auto (0) for the tensor width."""
+    if configured > 0:
+        return configured
+    if configured < 0:
+        return 0  # the monitor's "every row"
+    limit = AUTO_SAMPLE_VALUES // max(1, features)
+    return 0 if limit >= 64 else max(AUTO_SAMPLE_MIN_ROWS, limit)
+
+
+def _drift_config(config: ModelConfig, features: int) -> DriftConfig:
     return DriftConfig(keep_seconds=KEEP_SECONDS, live_reference_rows=config.reference_rows,
-                       bins=config.drift_bins, sample_rows=config.drift_sample_rows)
+                       bins=config.drift_bins, sample_rows=sample_rows(config.drift_sample_rows, features))
 
 
 def _seconds(start: float, end: float) -> float:
