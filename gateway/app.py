@@ -97,7 +97,8 @@ class Gateway:
         self.control = GatewayControl(self.store, self.registry, self.sync, self.manager,
                                       repository=settings.repository,
                                       extras={"faults": fc.faults, "set_faults": fc.set_faults,
-                                              "clear_faults": fc.clear_faults, "drift": self.drift.report},
+                                              "clear_faults": fc.clear_faults, "drift": self.drift.report,
+                                              "drift_status": self.drift.status},
                                       shadow=self.shadow)
 
     def _build_listeners(self) -> None:

@@ -83,8 +83,15 @@ class GatewayControl:
             out.update(sha256=v.sha256, artifact=v.artifact, metadata=v.metadata, validation=v.validation,
                        signature=v.signature, reason=loaded.reason if loaded is not None else "",
                        created_at=v.created_at, updated_at=v.updated_at, retained_until=v.retained_until,
-                       drift_reference="registered" if v.drift_profile else "none")
+                       drift=self._drift_status(v))
         return out
+
+    def _drift_status(self, v: ModelVersion) -> JSON:
+        status = self.extras.get("drift_status")
+        if status is not None:
+            result: JSON = status(v.model, v.version)
+            return result
+        return {"reference": "profile" if v.drift_profile else "none"}
 
     async def rollout(self, model: str) -> JSON:
         doc = await asyncio.to_thread(self.store.get, KIND_ROLLOUT, model)

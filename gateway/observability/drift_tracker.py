@@ -152,6 +152,17 @@ class DriftTracker:
 
     # --- the admin report ------------------------------------------------------------------------
 
+    def status(self, model: str, version: str) -> dict[str, Any]:
+        """What the version's drift is measured against: a registered profile, or live traffic (and
+        how many more rows the live reference needs), or nothing (drift off, not loaded)."""
+        monitor = self._monitors.get((model, version))
+        if monitor is None:
+            return {"reference": "none"}
+        out: dict[str, Any] = {"reference": monitor.reference_source, "ready": monitor.ready}
+        if not monitor.ready:
+            out["reference_rows_needed"] = monitor.reference_rows_needed
+        return out
+
     async def report(self, model: str, version: str, window_s: float) -> dict[str, Any]:
         monitor = self._monitors.get((model, version))
         if monitor is None:

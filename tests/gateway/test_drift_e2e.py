@@ -105,3 +105,33 @@ def test_a_candidate_with_shifted_predictions_is_rolled_back_on_prediction_psi(t
     assert [c["name"] for c in last["checks"] if c["outcome"] == "breached"] == ["max_prediction_psi"]
     assert last["measurements"]["candidate_error_rate"] == 0.0
     assert last["measurements"]["prediction_psi"] > 0.25
+
+
+def test_without_a_reference_the_first_live_rows_become_one(repo_copy: Path) -> None:
+    (repo_copy / "mixed" / "config.yaml").write_text("reference_rows: 50\n")
+    with GatewayThread(replace(gateway_settings(repo_copy), auth=AUTH)) as gw:
+        detail = admin(gw, "GET", "/admin/v1/models/mixed", role="viewer")[1]
+        building = next(v for v in detail["versions"] if v["version"] == "1")["drift"]
+        assert building == {"reference": "live", "ready": False, "reference_rows_needed": 50}
+        assert gw.endpoints is not None
+        host, port = gw.endpoints.http.split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        batch = models.two_input_batch(10, seed=3)
+        body = json.dumps({"inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [10, 4], "data": batch["features"].ravel().tolist()},
+            {"name": "category", "datatype": "INT64", "shape": [10, 1], "data": batch["category"].ravel().tolist()}]})
+        for _ in range(8):
+            conn.request("POST", "/v2/models/mixed/infer", body)
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200
+        conn.close()
+        assert gw.gateway is not None
+        gw.call(gw.gateway.drift.maintain())  # the background pass that stores a finished live reference
+        detail = admin(gw, "GET", "/admin/v1/models/mixed", role="viewer")[1]
+        ready = next(v for v in detail["versions"] if v["version"] == "1")["drift"]
+        stored = gw.gateway.registry.get("mixed", "1").drift_profile
+        status, report = admin(gw, "GET", "/admin/v1/models/mixed/versions/1/drift?window=30s", role="viewer")
+    assert ready == {"reference": "live", "ready": True}
+    assert stored is not None and {t["name"] for t in stored["inputs"]} == {"features", "category"}
+    assert status == 200 and report["reference_source"] == "live" and report["rows"] > 0
