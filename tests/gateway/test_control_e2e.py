@@ -214,3 +214,22 @@ def test_a_tampered_audit_entry_is_detected(repo_copy: Path, tmp_path: Path) -> 
             conn.execute("UPDATE audit SET entry = ? WHERE seq = ?", (json.dumps(doc), seq))
         status, result = api.call("GET", "/admin/v1/audit/verify", role="viewer")
     assert status == 200 and result["ok"] is False and result["broken_at"] == seq
+
+
+def test_blue_green_switch_keeps_the_previous_version_warm_for_a_switch_back(gw: GatewayThread) -> None:
+    api = Api(gw)
+    status, table = api.call("PUT", "/admin/v1/models/tabular/traffic", {"policy": "blue_green", "active": "1"},
+                             role="operator")
+    assert status == 200
+    assert "2" in table["retained"] and table["retained"]["2"] > time.time() + 60  # warm for the window
+    _, detail = api.call("GET", "/admin/v1/models/tabular", role="viewer")
+    states = {v["version"]: v["state"] for v in detail["versions"]}
+    assert states == {"1": "READY", "2": "READY"}
+    conn = data_conn(api)
+    assert {api.infer(conn) for _ in range(20)} == {"1"}
+    status, _ = api.call("PUT", "/admin/v1/models/tabular/traffic", {"policy": "blue_green", "active": "2"},
+                         role="operator")
+    assert status == 200
+    assert api.infer(conn) == "2"  # the switch back needs no load: the very next request is served by 2
+    conn.close()
+    api.call("PUT", "/admin/v1/models/tabular/traffic", {"policy": "canary", "weights": {"2": 100}}, role="operator")
