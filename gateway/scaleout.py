@@ -18,7 +18,7 @@ from gateway.mirror import StateMirror
 from gateway.models import ModelManager
 from gateway.observability.metrics import Metrics
 from gateway.observation import LiveMetrics
-from gateway.replication import Replication, lagged_clock
+from gateway.replication import SETTLE_S, Replication, lagged_clock
 from gateway.settings import Settings
 from gateway.store_watch import StoreWatch
 from rollout.controller import Controller, RegistryPort
@@ -55,7 +55,7 @@ class ScaleOut:
         self.watch = StoreWatch(store, metrics, degraded=lambda: degraded() or self.replication.failing)
         self.mirror = StateMirror(store, self.watch, source=self.replica)
         self.lease = Lease(store, self.replica, ttl_s=settings.controller.lease_ttl_s)
-        self.leadership = Leadership(self.lease, self.watch, metrics)
+        self.leadership = Leadership(self.lease, self.watch, metrics, settle_s=SETTLE_S if self.shared else 0.0)
 
     def controller(self, store: StateStore, registry: RegistryPort, live: LiveMetrics) -> Controller:
         """The promotion controller of this process, acting only while it holds the lease. When other

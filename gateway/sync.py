@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 SERVABLE = (Stage.VALIDATED, Stage.CANARY, Stage.PRODUCTION)
 NOT_LOADED = "not loaded"
 WATCH = "\x00watch:"  # queue entries for watched document kinds (not model names)
+WAKE = "\x00wake"  # queue entry that only wakes the loop (to see that it must stop)
 LoadHook = Callable[[LoadedVersion, ModelVersion], None]
 
 
@@ -235,6 +236,9 @@ class StateSync:
                 loop.call_soon_threadsafe(queue.put_nowait, WATCH + change.kind)
 
         unsubscribe = self.store.subscribe(notify)
+        # Wakes the wait below as soon as `stop` is set, so shutdown need not wait for the next resync.
+        waker = asyncio.ensure_future(stop.wait())
+        waker.add_done_callback(lambda _: queue.put_nowait(WAKE))
         try:
             while not stop.is_set():
                 try:
@@ -243,11 +247,14 @@ class StateSync:
                     await self.refresh_all()
                     await self._reload_watched(list(self.watchers))
                     continue
+                if model == WAKE:
+                    continue
                 if model.startswith(WATCH):
                     await self._reload_watched([model[len(WATCH):]])
                 else:
                     await self.refresh(model)
         finally:
+            waker.cancel()
             unsubscribe()
             for task in list(self._background):
                 with contextlib.suppress(asyncio.CancelledError):

@@ -3,7 +3,7 @@ mirror (a copy taken only from the trusted epoch) and the controller's leadershi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -14,7 +14,7 @@ from gateway.store_watch import StoreWatch
 from rollout.errors import StoreUnavailable
 from rollout.lease import Lease
 from rollout.snapshot import restore
-from rollout.store.base import KIND_ROUTE, EpochState
+from rollout.store.base import KIND_ROUTE, Document, EpochState, Write
 from rollout.store.sqlite import SqliteStore
 
 
@@ -24,10 +24,21 @@ class SwappableStore(SqliteStore):
 
     down = False
 
-    def epoch_state(self) -> EpochState:
+    def _reach(self) -> None:
         if self.down:
             raise StoreUnavailable("down for the test")
+
+    def epoch_state(self) -> EpochState:
+        self._reach()
         return super().epoch_state()
+
+    def get(self, kind: str, key: str) -> Document | None:
+        self._reach()
+        return super().get(kind, key)
+
+    def put_many(self, writes: Sequence[Write]) -> list[int]:
+        self._reach()
+        return super().put_many(writes)
 
     def wipe(self) -> None:
         self.close()
@@ -149,3 +160,22 @@ def test_no_controller_takes_the_lease_of_a_store_that_lost_its_data(store: Swap
     assert not leadership.acquire() and not leadership.held()
     assert gauge(metrics, "servegate_controller_leader") == 0
     assert store.list("lease") == []  # nothing was written into the emptied store
+
+
+def test_a_new_or_returning_leader_waits_for_the_slices_to_settle(store: SwappableStore) -> None:
+    watch, now = StoreWatch(store, Metrics()), [0.0]
+    leadership = Leadership(Lease(store, "me", ttl_s=60.0, clock=lambda: now[0]), watch, Metrics(),
+                            settle_s=2.5, clock=lambda: now[0])
+    assert not leadership.acquire()  # holds the lease, but the replicas' last seconds may be in flight
+    now[0] = 2.4
+    assert not leadership.acquire() and not leadership.held()
+    now[0] = 2.5
+    assert leadership.acquire() and leadership.held()
+    store.down = True  # the lease cannot be renewed while the store is away ...
+    now[0] = 3.0
+    assert not leadership.acquire()
+    store.down = False
+    now[0] = 3.5
+    assert not leadership.acquire()  # ... and once it is back, the slices shipped late settle first
+    now[0] = 6.0
+    assert leadership.acquire()
