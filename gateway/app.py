@@ -129,10 +129,17 @@ class Gateway:
     async def start(self) -> Endpoints:
         host = self.settings.server.host
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        # Alone, the listeners open first so that liveness answers while models warm up. A worker shares
+        # its ports with the others: it opens them once it can serve, so that a restarted worker never
+        # answers "not ready" on connections the kernel hands it.
+        alone = self.settings.server.workers == 1
+        if not alone:
+            await self._start_state()
         http_port = await self.http.start()
         grpc_port = await self.grpc.start()
         admin_port = await self.admin.start()
-        await self._start_state()
+        if alone:
+            await self._start_state()
         self.plane.accepting = True
         await self.grpc.set_serving(True)
         return Endpoints(f"{shown}:{http_port}", f"{shown}:{grpc_port}", f"{shown}:{admin_port}")
