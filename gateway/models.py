@@ -51,7 +51,8 @@ class LoadedVersion:
     reason: str = ""
     session: OrtSession | None = None
     queue: BatchQueue | None = None
-    run_hooks: list[RunHook] = field(default_factory=list)
+    run_hooks: list[RunHook] = field(default_factory=list)  # may change outputs; before the reply
+    observers: list[RunHook] = field(default_factory=list)  # read-only (drift); after the reply
 
     @property
     def signature(self) -> Signature:
@@ -79,6 +80,14 @@ class LoadedVersion:
             except Exception:  # a measurement must never fail a request
                 log.exception("%s/%s: run hook failed", self.model, self.version)
         return outputs
+
+    def observe(self, feeds: Tensors, outputs: Tensors) -> None:
+        """Worker thread, after the batch's replies are posted."""
+        for observer in self.observers:
+            try:
+                observer(feeds, outputs)
+            except Exception:  # a measurement must never fail serving
+                log.exception("%s/%s: observer failed", self.model, self.version)
 
     def on_batch(self, rows: int, requests: int, compute_s: float) -> None:
         self.stats.batch(rows, compute_s)
@@ -147,7 +156,8 @@ class ModelManager:
         loaded.session = session
         queue = BatchQueue(f"{model}/{version}", loaded.run, max_batch_size=loaded.max_batch_size,
                            capacity=config.queue_capacity, instances=config.instances,
-                           max_queue_delay_s=config.max_queue_delay_us / 1e6, on_batch=loaded.on_batch)
+                           max_queue_delay_s=config.max_queue_delay_us / 1e6, on_batch=loaded.on_batch,
+                           observe=loaded.observe)
         await queue.start()
         loaded.queue = queue
         loaded.state = VersionState.READY

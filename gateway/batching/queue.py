@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 Tensor = collate.Tensor
 Runner = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 BatchObserver = Callable[[int, int, float], None]  # (rows, requests, compute seconds), worker thread
+# Read-only look at a finished batch (drift binning), called on the worker after the replies are posted.
+OutputObserver = Callable[[dict[str, Tensor], dict[str, Tensor]], None]
 
 
 @dataclass(slots=True)
@@ -56,7 +58,7 @@ class BatchQueue:
 
     def __init__(self, name: str, runner: Runner, *, max_batch_size: int, capacity: int,
                  instances: int = 1, max_queue_delay_s: float = 0.0,
-                 on_batch: BatchObserver | None = None) -> None:
+                 on_batch: BatchObserver | None = None, observe: OutputObserver | None = None) -> None:
         self.name = name
         self._runner = runner
         self._max_rows = max_batch_size  # 0: the model is not batchable, one request per run
@@ -64,6 +66,7 @@ class BatchQueue:
         self._instances = instances
         self._delay = max_queue_delay_s
         self._on_batch = on_batch
+        self._observe = observe
         self._items: deque[_Item] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._threads: list[threading.Thread] = []
@@ -198,7 +201,8 @@ class BatchQueue:
     def _execute(self, batch: list[_Item]) -> None:
         started = time.monotonic()
         try:
-            outputs = self._runner(collate.stack([item.inputs for item in batch]))
+            feeds = collate.stack([item.inputs for item in batch])
+            outputs = self._runner(feeds)
             parts = collate.split(outputs, [item.rows for item in batch])
         except Exception as exc:
             if len(batch) > 1:
@@ -215,6 +219,11 @@ class BatchQueue:
         results = [BatchResult(out, started - item.enqueued, compute, rows)
                    for item, out in zip(batch, parts, strict=True)]
         self._post(batch, results)
+        if self._observe is not None:  # after the replies: measurements never delay an answer
+            try:
+                self._observe(feeds, outputs)
+            except Exception:
+                log.exception("%s: batch observer failed", self.name)
 
     def _fail(self, batch: list[_Item], exc: Exception) -> None:
         if isinstance(exc, ServingError):

@@ -63,8 +63,8 @@ class DriftTracker:
         old = self._hooks.pop(key, None)
         if old is not None:
             with contextlib.suppress(ValueError):
-                old[0].run_hooks.remove(old[1])
-        loaded.run_hooks.append(monitor.record)
+                old[0].observers.remove(old[1])
+        loaded.observers.append(monitor.record)
         self._hooks[key] = (loaded, monitor.record)
         self._monitors[key] = monitor
 
