@@ -26,6 +26,7 @@ from rollout.store import open_store
 log = logging.getLogger(__name__)
 
 HEALTH_MAX_BODY = 64 * 1024
+LIVE_PATH, READY_PATH, METRICS_PATH = "/v2/health/live", "/v2/health/ready", "/metrics"
 
 
 class ControllerProcess:
@@ -47,8 +48,8 @@ class ControllerProcess:
         self._tasks: list[asyncio.Task[Any]] = []
 
     def _routes(self) -> list[Route]:
-        return [Route("GET", "/v2/health/live", self._live), Route("GET", "/v2/health/ready", self._ready),
-                Route("GET", "/metrics", self._metrics)]
+        return [Route("GET", LIVE_PATH, self._live), Route("GET", READY_PATH, self._ready),
+                Route("GET", METRICS_PATH, self._metrics)]
 
     async def _live(self, req: Request) -> Response:
         return Response(200, orjson.dumps({"live": True}))

@@ -4,22 +4,25 @@ slices a serving replica ships, and gives its lease back when it stops."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
+from gateway.controller_process import LIVE_PATH, READY_PATH
 from gateway.demo import models
 from gateway.settings import load
 from gateway.workers import reserve_ports, settings_env
 from rollout.store.base import KIND_LEASE
 from rollout.store.redis import RedisStore
 from tests.conftest import RedisServer, free_port
-from tests.scaleout_cluster import burst, ready_body
+from tests.scaleout_cluster import Client, burst, ready_body
 from tests.serve_process import ServeProcess, wait_for
 
 
@@ -90,6 +93,16 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+def get_json(hostport: str, path: str) -> dict[str, Any]:
+    client = Client(hostport)
+    try:
+        status, body = client.get(path)
+        assert status == 200, (path, status)
+        return dict(json.loads(body))
+    finally:
+        client.close()
+
+
 def lease_holder(url: str) -> str:
     store = RedisStore(url)
     try:
@@ -113,8 +126,11 @@ def test_a_controller_process_drives_a_rollout_on_shipped_slices(tmp_path: Path,
         assert controller.stdout is not None
         banner = controller.stdout.readline()
         assert banner.startswith("servegate controller ready admin="), banner
+        health = banner.strip().split("admin=")[1]
         with ServeProcess(tmp_path / "repo", store=redis.url, extra=["--controller", "false"]) as gw:
             wait_for(lambda: lease_holder(redis.url).startswith("controller-"), timeout=15)
+            wait_for(lambda: get_json(health, READY_PATH)["leader"] is True, timeout=10)
+            assert get_json(health, READY_PATH)["store"] == "ok" and get_json(health, LIVE_PATH)["live"]
             status, body = gw.admin_call("POST", "/admin/v1/models/tabular/versions", {
                 "version": "2", "artifact": str(tmp_path / "candidates" / "tabular" / "2" / "model.onnx")})
             assert status == 201, body
