@@ -1,4 +1,5 @@
-"""Command line: `run` (the load generator), `echo` (baseline servers), `bench` (the serving benchmark).
+"""Command line: `run` (the load generator), `echo` (baseline servers), `bench` (the serving benchmark),
+`scenario` (game days with a verdict) and `report` (re-render a scenario's plots and summary).
 
 `main(argv)` is also what `servegate loadtest ...` calls; it returns an exit code and never exits itself.
 """
@@ -90,7 +91,37 @@ def build_parser() -> argparse.ArgumentParser:
     _echo_parser(sub)
     _ort_parser(sub)
     bench.add_parser(sub)
+    _scenario_parsers(sub)
     return parser
+
+
+def _scenario_parsers(sub: Any) -> None:
+    from loadtests.scenarios.options import add_arguments
+    from loadtests.scenarios.registry import SCENARIOS
+
+    p = sub.add_parser("scenario", help="a load scenario with a pass/fail verdict, report.json and plots")
+    p.add_argument("name", choices=sorted(SCENARIOS), metavar="NAME",
+                   help="; ".join(f"{s.name}: {s.summary}" for s in SCENARIOS.values()))
+    add_arguments(p)
+    r = sub.add_parser("report", help="re-render a scenario report's plots and print its summary")
+    r.add_argument("dir", type=Path, help="a directory holding report.json")
+
+
+def _cmd_scenario(args: argparse.Namespace) -> int:
+    from loadtests.scenarios.options import from_args
+    from loadtests.scenarios.registry import run_scenario
+
+    return run_scenario(from_args(args.name, args))
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from loadtests import plots
+    from loadtests.scenarios.document import markdown, read
+
+    doc = read(args.dir)
+    out = args.dir if args.dir.is_dir() else args.dir.parent
+    print(markdown(doc, plots.render(doc, out)))
+    return 0 if doc["verdict"]["passed"] else 1
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -145,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help or a usage error: report the code, leave exiting to the caller
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run": _cmd_run, "echo": _cmd_echo, "ort": _cmd_ort, "bench": bench.command}
+    commands = {"run": _cmd_run, "echo": _cmd_echo, "ort": _cmd_ort, "bench": bench.command,
+                "scenario": _cmd_scenario, "report": _cmd_report}
     try:
         return commands[args.command](args)
     except (ValueError, OSError, RuntimeError) as exc:

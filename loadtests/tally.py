@@ -87,5 +87,6 @@ def answered_between(versions: Mapping[str, Any], version: str, start_s: float, 
     data = versions.get(version)
     if data is None:
         return 0
-    lo, hi = math.floor(start_s / BIN_S), math.ceil(end_s / BIN_S)
+    lo = math.floor(start_s / BIN_S)
+    hi = math.ceil(end_s / BIN_S) if math.isfinite(end_s) else math.inf
     return sum(n for k, n in data["per_100ms"].items() if lo <= int(k) < hi)
