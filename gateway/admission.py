@@ -62,6 +62,45 @@ def admit(signature: Signature, max_batch_size: int, request: InferRequest) -> t
     return feeds, rows
 
 
+class Admitter:
+    """`admit` compiled for one signature: requests whose inputs come in signature order with exact
+    datatypes and fixed dimensions pass in a few comparisons; anything else takes `admit`, which
+    also accepts other orders and explains every mistake."""
+
+    __slots__ = ("_batchable", "_max", "_names", "_signature", "_specs")
+
+    def __init__(self, signature: Signature, max_batch_size: int) -> None:
+        self._signature, self._max = signature, max_batch_size
+        self._batchable = signature.batchable
+        exact = all(d >= 0 for t in signature.inputs for d in (t.shape[1:] if signature.batchable else t.shape))
+        self._specs = tuple((t.name, t.datatype, t.shape[1:] if signature.batchable else t.shape)
+                            for t in signature.inputs) if exact else None
+        self._names = tuple(t.name for t in signature.inputs)
+
+    def __call__(self, request: InferRequest) -> tuple[dict[str, Tensor], int]:
+        specs, inputs = self._specs, request.inputs
+        if specs is None or len(inputs) != len(specs):
+            return admit(self._signature, self._max, request)
+        feeds: dict[str, Tensor] = {}
+        rows = -1
+        for tensor, (name, datatype, tail) in zip(inputs, specs, strict=True):
+            shape = tensor.shape
+            if tensor.name != name or tensor.datatype != datatype:
+                return admit(self._signature, self._max, request)
+            if self._batchable:
+                if not shape or shape[1:] != tail or shape[0] < 1 or (rows != -1 and shape[0] != rows):
+                    return admit(self._signature, self._max, request)
+                rows = shape[0]
+            elif shape != tail:
+                return admit(self._signature, self._max, request)
+            feeds[name] = tensor.data
+        if not self._batchable:
+            return feeds, 1
+        if self._max and rows > self._max:
+            return admit(self._signature, self._max, request)
+        return feeds, rows
+
+
 def check_outputs(signature: Signature, requested: list[RequestedOutput] | None, model: str) -> None:
     if not requested:
         return

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from gateway.admission import admit, check_outputs
+from gateway.admission import check_outputs
 from gateway.batching.queue import BatchResult
 from gateway.errors import (
     DeadlineExceeded,
@@ -179,11 +179,12 @@ class DataPlane:
         return self._response(loaded, request, result)
 
     async def _run(self, loaded: LoadedVersion, request: InferRequest) -> tuple[Mapping[str, Any], BatchResult]:
-        feeds, rows = admit(loaded.signature, loaded.max_batch_size, request)
-        check_outputs(loaded.signature, request.outputs, request.model)
-        queue = loaded.queue
-        if queue is None:
+        queue, admitter = loaded.queue, loaded.admitter
+        if queue is None or admitter is None:
             raise ModelNotReady(f"model '{loaded.model}' version '{loaded.version}' is not loaded")
+        feeds, rows = admitter(request)
+        if request.outputs:
+            check_outputs(loaded.signature, request.outputs, request.model)
         deadline = request.deadline
         if deadline is None and loaded.config.default_timeout_us:
             deadline = time.monotonic() + loaded.config.default_timeout_us / 1e6
@@ -208,7 +209,7 @@ class DataPlane:
         return self._response(loaded, request, result)
 
     def _response(self, loaded: LoadedVersion, request: InferRequest, result: BatchResult) -> InferResponse:
-        specs = {t.name: t.datatype for t in loaded.signature.outputs}
+        specs = loaded.output_types
         names = [o.name for o in request.outputs] if request.outputs else list(specs)
         outputs = [InferOutput(n, specs[n], tuple(result.outputs[n].shape), result.outputs[n]) for n in names]
         return InferResponse(request.model, loaded.version, outputs, request.id)

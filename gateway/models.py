@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from gateway.admission import Admitter
 from gateway.batching.queue import BatchQueue
 from gateway.errors import ModelNotFound, ModelNotReady
 from gateway.inference.session import ModelLoadError, OrtSession
@@ -51,6 +52,8 @@ class LoadedVersion:
     reason: str = ""
     session: OrtSession | None = None
     queue: BatchQueue | None = None
+    admitter: Admitter | None = None
+    output_types: dict[str, str] = field(default_factory=dict)  # output name -> datatype
     run_hooks: list[RunHook] = field(default_factory=list)  # may change outputs; before the reply
     observers: list[RunHook] = field(default_factory=list)  # read-only (drift); after the reply
 
@@ -154,6 +157,8 @@ class ModelManager:
             log.error("model %s version %s is not served: %s", model, version, exc)
             return loaded
         loaded.session = session
+        loaded.admitter = Admitter(session.signature, loaded.max_batch_size)
+        loaded.output_types = {t.name: t.datatype for t in session.signature.outputs}
         queue = BatchQueue(f"{model}/{version}", loaded.run, max_batch_size=loaded.max_batch_size,
                            capacity=config.queue_capacity, instances=config.instances,
                            max_queue_delay_s=config.max_queue_delay_us / 1e6, on_batch=loaded.on_batch,

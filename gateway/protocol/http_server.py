@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_PIPELINED = 32
 MAX_HEADER_BYTES = 64 * 1024
+SWEEP_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -60,13 +61,30 @@ class Route:
 
 
 class Router:
-    """Matches by path segments; `{name}` captures one segment. First match wins, in table order."""
+    """Matches by path segments; `{name}` captures one segment. First match wins, in table order.
+
+    Matched paths are remembered (a bounded cache), so the hot routes cost one dict lookup."""
+
+    CACHE_SIZE = 4096
 
     def __init__(self, routes: Sequence[Route]) -> None:
         self._routes = [(r.method, r.pattern.strip("/").split("/"), r.handler) for r in routes]
+        self._cache: dict[tuple[str, str], tuple[Handler | None, dict[str, str], bool]] = {}
 
     def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
-        """(handler, params, path_known): path_known tells 405 from 404 when no handler matched."""
+        """(handler, params, path_known): path_known tells 405 from 404 when no handler matched.
+        The params dict is the caller's to keep (a copy of the cached one)."""
+        key = (method, path)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._match_slow(method, path)
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()  # unbounded distinct paths (scans) must not grow memory
+            self._cache[key] = found
+        handler, params, known = found
+        return handler, dict(params), known
+
+    def _match_slow(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
         parts = path.strip("/").split("/")
         known = False
         for route_method, pattern, handler in self._routes:
@@ -106,17 +124,30 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self.draining = False
         self.port = 0
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), self._host, self._port,
                                                 ssl=self._tls, reuse_port=self._reuse or None, backlog=1024)
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self._sweeper = loop.call_later(SWEEP_SECONDS, self._sweep)
         return self.port
+
+    def _sweep(self) -> None:
+        """Closes keep-alive connections idle for longer than `idle_timeout` (one timer for all)."""
+        loop = asyncio.get_running_loop()
+        limit = loop.time() - self.idle_timeout
+        for conn in list(self.connections):
+            if not conn.pending and conn.last_active < limit:
+                conn.close_if_idle()
+        self._sweeper = loop.call_later(SWEEP_SECONDS, self._sweep)
 
     async def stop(self, grace: float) -> None:
         """Stops accepting, lets requests in flight finish (up to `grace`), then closes connections."""
         self.draining = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
@@ -142,7 +173,9 @@ class _Connection(asyncio.Protocol):
         self.client = ""
         self._reset()
         self._closing = False
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._paused = False
+        self._loop = asyncio.get_running_loop()
+        self.last_active = self._loop.time()
 
     def _reset(self) -> None:
         self.url = b""
@@ -159,11 +192,9 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
         self.server.connections.add(self)
-        self._arm_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        self._cancel_idle_timer()
         for item in self.pending:
             if isinstance(item, asyncio.Task):
                 item.cancel()
@@ -171,7 +202,6 @@ class _Connection(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
-        self._cancel_idle_timer()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -228,12 +258,13 @@ class _Connection(asyncio.Protocol):
             self.pending.append(Response(status, _error_body(message)))
         else:
             request.params = params
-            task = asyncio.ensure_future(self._run(handler, request))
+            task = self._loop.create_task(self._run(handler, request))
             task.add_done_callback(self._flush)
             self.pending.append(task)
         self._flush()
-        if len(self.pending) >= MAX_PIPELINED and self.transport is not None:
+        if len(self.pending) >= MAX_PIPELINED and self.transport is not None and not self._paused:
             self.transport.pause_reading()
+            self._paused = True
 
     async def _run(self, handler: Handler, request: Request) -> Response:
         try:
@@ -264,10 +295,11 @@ class _Connection(asyncio.Protocol):
                 transport.close()
                 return
         if transport is not None:
-            if len(self.pending) < MAX_PIPELINED:
+            if self._paused and len(self.pending) < MAX_PIPELINED:
                 transport.resume_reading()
+                self._paused = False
             if not self.pending:
-                self._arm_idle_timer()
+                self.last_active = self._loop.time()
 
     def _fail_fast(self, status: int, message: str) -> None:
         """Answers at once and closes: used before a body is read (oversized, malformed)."""
@@ -283,16 +315,6 @@ class _Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
-
-    def _arm_idle_timer(self) -> None:
-        if self.transport is not None and self._idle_timer is None:
-            loop = asyncio.get_running_loop()
-            self._idle_timer = loop.call_later(self.server.idle_timeout, self.close_if_idle)
-
-    def _cancel_idle_timer(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
 
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}

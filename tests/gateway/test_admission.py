@@ -65,3 +65,33 @@ def test_unknown_requested_output_is_refused() -> None:
     check_outputs(SIG, [RequestedOutput("score")], "mixed")
     with pytest.raises(InvalidInput, match=r"unknown output\(s\) \['scores'\]; model 'mixed' has \['score'\]"):
         check_outputs(SIG, [RequestedOutput("scores")], "mixed")
+
+
+CASES = [
+    (feat(), cat()),
+    (cat(), feat()),  # another order: the compiled fast path hands it to admit
+    (feat(),),
+    (feat(), cat(), InferInput("extra", "FP32", (2,), np.zeros(2, np.float32))),
+    (feat(dtype="FP64"), cat()),
+    (feat(width=5), cat()),
+    (feat(rows=3), cat(rows=2)),
+    (feat(rows=9), cat(rows=9)),
+    (InferInput("features", "FP32", (8,), np.zeros(8, np.float32)), cat()),
+]
+
+
+@pytest.mark.parametrize("inputs", CASES)
+def test_the_compiled_admitter_agrees_with_admit(inputs: tuple[InferInput, ...]) -> None:
+    from gateway.admission import Admitter
+
+    compiled = Admitter(SIG, 8)
+    try:
+        expected = admit(SIG, 8, request(*inputs))
+    except InvalidInput as exc:
+        with pytest.raises(InvalidInput) as got:
+            compiled(request(*inputs))
+        assert str(got.value) == str(exc)
+        return
+    feeds, rows = compiled(request(*inputs))
+    assert rows == expected[1] and set(feeds) == set(expected[0])
+    assert all(feeds[n] is expected[0][n] for n in feeds)
