@@ -72,6 +72,7 @@ class BatchQueue:
         self._threads: list[threading.Thread] = []
         self._closed = False
         self._running = 0
+        self._sleeping = 0  # workers waiting on the condition; a submit wakes one only if there is one
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scan_limit = max(64, 4 * max(1, max_batch_size))
 
@@ -105,7 +106,8 @@ class BatchQueue:
                 raise Overloaded(f"{self.name}: queue is full ({self._capacity} requests waiting); "
                                  "retry later or add capacity")
             self._items.append(item)
-            self._cond.notify()
+            if self._sleeping:
+                self._cond.notify()
         return future
 
     async def drain(self, timeout: float) -> bool:
@@ -147,7 +149,11 @@ class BatchQueue:
             while not self._items:
                 if self._closed:
                     return None, []
-                self._cond.wait()
+                self._sleeping += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._sleeping -= 1
             if self._delay > 0:
                 self._wait_for_fuller_batch()
             batch, expired = self._pick()
@@ -163,7 +169,11 @@ class BatchQueue:
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return
-            self._cond.wait(remaining)
+            self._sleeping += 1  # arrivals must wake it: the batch may fill before the delay ends
+            try:
+                self._cond.wait(remaining)
+            finally:
+                self._sleeping -= 1
 
     def _pick(self) -> tuple[list[_Item], list[_Item]]:
         """Takes compatible requests from the head, in arrival order, up to the row limit."""
