@@ -183,3 +183,16 @@ def test_stop_fails_whatever_is_still_queued() -> None:
         return outcome
 
     assert isinstance(asyncio.run(scenario()), ServerNotReady)
+
+
+def test_a_full_batch_leaves_without_waiting_out_the_delay() -> None:
+    """With a 30 s max_queue_delay, four requests that fill the batch still leave together at once."""
+    async def scenario() -> list[int]:
+        runner = RecordingRunner()
+        queue = await make(runner, max_batch_size=4, max_queue_delay_s=30.0)
+        futures = [queue.submit(rows(1), 1) for _ in range(4)]
+        await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
+        await queue.stop()
+        return runner.batches
+
+    assert asyncio.run(scenario()) == [4]
