@@ -190,7 +190,9 @@ def test_a_full_batch_leaves_without_waiting_out_the_delay() -> None:
     async def scenario() -> list[int]:
         runner = RecordingRunner()
         queue = await make(runner, max_batch_size=4, max_queue_delay_s=30.0)
-        futures = [queue.submit(rows(1), 1) for _ in range(4)]
+        futures = [queue.submit(rows(1), 1)]
+        await asyncio.sleep(0.2)  # the worker now holds the batch open, waiting for more
+        futures += [queue.submit(rows(1), 1) for _ in range(3)]
         await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
         await queue.stop()
         return runner.batches
