@@ -137,9 +137,16 @@ def command(args: argparse.Namespace) -> int:
     doc = benchdoc.document(settings, bench.runs, bench.skipped, figures.compute(bench.runs, settings), invocation)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(doc, indent=1))
-    args.out.write_text(benchdoc.markdown(doc, json_path.name))
+    args.out.write_text(benchdoc.markdown(doc, json_path.name, fragments(args.out.parent / "bench")))
     print(f"wrote {args.out} and {json_path}")
     return 0
+
+
+def fragments(directory: Path) -> list[tuple[str, str]]:
+    """Sections that other benchmarks (kernels, scale-out, rollout scenarios) keep in `docs/bench/`."""
+    if not directory.is_dir():
+        return []
+    return [(f"{directory.name}/{f.name}", f.read_text()) for f in sorted(directory.glob("*.md"))]
 
 
 def build_model(repository: Path, intra_op_threads: int) -> Path:

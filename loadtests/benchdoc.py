@@ -129,7 +129,8 @@ NOTES = """\
 - wrk runs whole seconds and has no warm-up of its own; the servers are warm from the runs before it."""
 
 
-def markdown(doc: Mapping[str, Any], json_name: str) -> str:
+def markdown(doc: Mapping[str, Any], json_name: str, fragments: Sequence[tuple[str, str]] = ()) -> str:
+    """The report; `fragments` are (file name, Markdown) sections other benchmarks wrote beside it."""
     settings = doc["settings"]
     lines = [
         "# servegate benchmarks", "",
@@ -147,4 +148,6 @@ def markdown(doc: Mapping[str, Any], json_name: str) -> str:
     if doc["skipped"]:
         lines += ["## Skipped", "", *[f"- {s}" for s in doc["skipped"]], ""]
     lines += ["## Method", "", NOTES, ""]
+    for name, text in fragments:
+        lines += [text.rstrip(), "", f"_(section kept in `{name}` beside this file; its own command is given in it)_", ""]
     return "\n".join(lines)
