@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,13 +134,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--repeat", type=int, default=4000, help="timed calls of a kernel per round (5 rounds)")
+    parser.add_argument("--md", type=Path, help="also write a Markdown section (e.g. docs/bench/kernels.md)")
     args = parser.parse_args(argv)
     if args.repeat < 20:
         parser.error("--repeat: expected at least 20")
     warm_up()
     rng = np.random.default_rng(0)
     rows = [r for shape in SHAPES for r in case(*shape, args.repeat, rng)]
-    print(table_markdown(rows))
+    table = table_markdown(rows)
+    print(table)
+    if args.md:
+        command = "python -m loadtests.kernel_bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(f"## Drift kernels\n\nMeasured by `{command.strip()}` (load average {load}): each "
+                           "kernel against its numpy baseline, side by side in one process, medians of timed "
+                           f"rounds.\n\n{table}\n")
     if args.json:
         meta = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
                 "machine": platform.machine(), "processor": platform.processor()}
