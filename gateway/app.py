@@ -39,6 +39,7 @@ from gateway.settings import Settings
 from gateway.shadow import ShadowMirror
 from gateway.sync import StateSync
 from kernels import warm_up
+from rollout.decide import Decision, Phase
 from rollout.errors import StoreUnavailable
 from rollout.registry import Registry
 from rollout.store import open_store
@@ -46,6 +47,8 @@ from rollout.store.base import KIND_FAULT, StateStore
 from rollout.validation import Validator
 
 log = logging.getLogger(__name__)
+
+PHASES = tuple(p.value for p in Phase)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,7 @@ class Gateway:
                                               "clear_faults": fc.clear_faults, "drift": self.drift.report,
                                               "drift_status": self.drift.status},
                                       shadow=self.shadow)
+        self.control.on_decision = self.record_decision
 
     def _build_listeners(self) -> None:
         s, auth = self.settings.server, self.settings.auth
@@ -120,6 +124,10 @@ class Gateway:
                                   extra=[Route("GET", "/metrics", self._metrics),
                                          self.scaleout.mirror.route(self.authenticator)],
                                   tls=tls, reuse_port=reuse)
+
+    def record_decision(self, decision: Decision) -> None:
+        self.metrics.record_decision(decision.status.model, decision.action.value, decision.status.phase.value,
+                                     PHASES)
 
     async def _metrics(self, req: Request) -> Response:
         return Response(200, self.metrics.render(), CONTENT_TYPE)
@@ -158,7 +166,8 @@ class Gateway:
         self._tasks.append(asyncio.ensure_future(self.drift.run(self._stop)))
         self._tasks += [asyncio.ensure_future(job) for job in self.scaleout.tasks(self._stop)]
         if self.settings.controller.enabled:  # competes for the lease with every other controller
-            controller = self.scaleout.controller(self.store, self.registry, self.live_metrics)
+            controller = self.scaleout.controller(self.store, self.registry, self.live_metrics,
+                                                  on_decision=self.record_decision)
             self._tasks.append(asyncio.ensure_future(controller.run(self._stop)))
 
     async def _load_repository(self) -> None:

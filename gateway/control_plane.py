@@ -42,6 +42,7 @@ class GatewayControl:
         self.audit_log = AuditLog(store)
         self.extras = dict(extras or {})  # drift and fault handlers, provided by their subsystems
         self.shadow = shadow
+        self.on_decision: Callable[[Decision], None] | None = None  # metrics for operator decisions
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -226,6 +227,8 @@ class GatewayControl:
         return await self.rollout(model)
 
     async def _apply(self, model: str, decision: Decision) -> None:
+        if self.on_decision is not None:
+            self.on_decision(decision)
         if decision.route is not None:
             doc = await asyncio.to_thread(self.store.get, KIND_ROUTE, model)
             if doc is not None:

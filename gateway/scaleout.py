@@ -22,6 +22,7 @@ from gateway.replication import SETTLE_S, Replication, lagged_clock
 from gateway.settings import Settings
 from gateway.store_watch import StoreWatch
 from rollout.controller import Controller, RegistryPort
+from rollout.decide import Decision
 from rollout.errors import InvalidSpec, StoreUnavailable
 from rollout.lease import Lease
 from rollout.store.base import SliceStore, StateStore
@@ -57,7 +58,8 @@ class ScaleOut:
         self.lease = Lease(store, self.replica, ttl_s=settings.controller.lease_ttl_s)
         self.leadership = Leadership(self.lease, self.watch, metrics, settle_s=SETTLE_S if self.shared else 0.0)
 
-    def controller(self, store: StateStore, registry: RegistryPort, live: LiveMetrics) -> Controller:
+    def controller(self, store: StateStore, registry: RegistryPort, live: LiveMetrics,
+                   on_decision: Callable[[Decision], None] | None = None) -> Controller:
         """The promotion controller of this process, acting only while it holds the lease. When other
         processes serve too, it reads every replica's shipped slices instead of this process's, and
         judges each window once they are all in the store (its clock runs `SETTLE_S` behind)."""
@@ -65,7 +67,7 @@ class ScaleOut:
         if self.shared:
             live, clock = live.with_slices(self.replication.slices), lagged_clock()
         return Controller(store, registry, live, interval_s=self.settings.controller.interval_s,
-                          clock=clock, leadership=self.leadership)
+                          clock=clock, leadership=self.leadership, on_decision=on_decision)
 
     async def start(self) -> None:
         """The first look at the store; raises `StoreUnavailable` when it is marked as having lost its

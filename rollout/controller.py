@@ -79,12 +79,14 @@ class Controller:
 
     def __init__(self, store: StateStore, registry: RegistryPort, metrics: MetricsSource, *,
                  interval_s: float = 1.0, actor: str = "controller",
-                 clock: Callable[[], float] = time.time, leadership: Leadership | None = None) -> None:
+                 clock: Callable[[], float] = time.time, leadership: Leadership | None = None,
+                 on_decision: Callable[[Decision], None] | None = None) -> None:
         if not interval_s > 0:
             raise InvalidSpec("interval_s", f"expected seconds > 0, got {interval_s!r}")
         self._store, self._registry, self._metrics = store, registry, metrics
         self._interval_s, self._actor, self._clock = interval_s, actor, clock
         self._leadership = leadership
+        self._on_decision = on_decision  # e.g. metrics; called for every applied decision
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -148,6 +150,8 @@ class Controller:
             return None
         await asyncio.to_thread(apply_decision, self._store, self._registry, spec, doc, decision,
                                 self._actor)
+        if self._on_decision is not None:
+            self._on_decision(decision)
         return decision
 
     def _observe(self, status: RolloutStatus, now: float) -> Observation | None:

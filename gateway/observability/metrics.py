@@ -89,6 +89,13 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 metric.remove(model, version)
 
+    def record_decision(self, model: str, action: str, phase: str, phases: tuple[str, ...]) -> None:
+        """A controller or operator decision: counted by action, and the model's phase gauge set to it."""
+        if action != "hold":
+            self.controller_decisions.labels(model, action).inc()
+        for name in phases:
+            self.rollout_phase.labels(model, name).set(1 if name == phase else 0)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

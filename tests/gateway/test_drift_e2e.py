@@ -100,7 +100,12 @@ def test_a_candidate_with_shifted_predictions_is_rolled_back_on_prediction_psi(t
             rollout = admin(gw, "GET", "/admin/v1/models/mlp/rollout", role="viewer")[1]["status"]
             if rollout["phase"] in ("promoted", "rolled_back"):
                 break
+        assert gw.gateway is not None
+        metrics = gw.gateway.metrics.render().decode()
     assert rollout["phase"] == "rolled_back", rollout["message"]
+    assert 'servegate_rollout_phase{model="mlp",phase="rolled_back"} 1.0' in metrics
+    assert 'servegate_rollout_phase{model="mlp",phase="progressing"} 0.0' in metrics
+    assert 'servegate_controller_decisions_total{action="rollback",model="mlp"} 1.0' in metrics
     last = rollout["history"][-1]
     assert [c["name"] for c in last["checks"] if c["outcome"] == "breached"] == ["max_prediction_psi"]
     assert last["measurements"]["candidate_error_rate"] == 0.0
