@@ -8,28 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
 from rollout.errors import NotFound, StoreUnavailable, TransitionNotAllowed
+from rollout.registry import ALLOWED, Stage
 
-
-class Stage(StrEnum):
-    REGISTERED = "registered"
-    VALIDATED = "validated"
-    REJECTED = "rejected"
-    CANARY = "canary"
-    PRODUCTION = "production"
-    ROLLED_BACK = "rolled_back"
-    ARCHIVED = "archived"
-
-
-ALLOWED: dict[Stage, frozenset[Stage]] = {
-    Stage.REGISTERED: frozenset({Stage.VALIDATED, Stage.REJECTED}),
-    Stage.VALIDATED: frozenset({Stage.CANARY}),
-    Stage.CANARY: frozenset({Stage.PRODUCTION, Stage.ROLLED_BACK}),
-    Stage.PRODUCTION: frozenset({Stage.ARCHIVED}),
-}
+__all__ = ["ALLOWED", "FakeRegistry", "ModelVersion", "Stage", "StageChange"]
 
 
 @dataclass(frozen=True)
