@@ -31,6 +31,8 @@ SETTLE_S = 2 * SHIP_INTERVAL_S + 0.5
 # plus room for the settle delay and a controller hand-over.
 DEFAULT_TTL_S = 900.0
 
+SLICE_SCHEMA = 1  # of the shipped window slice: {"schema": 1, "slice": Slice.to_dict()}
+
 # provider(model, version, second) -> this replica's payload for that second, or None when it has none
 PayloadProvider = Callable[[str, str, int], bytes | None]
 
@@ -73,7 +75,7 @@ class Replication:
             for loaded in manager.versions(model):
                 for s in loaded.windows.slices(first, current + 1):
                     records.append(SliceRecord(model, loaded.version, s.second, WINDOW_SLICE, self.replica,
-                                               orjson.dumps(s.to_dict())))
+                                               orjson.dumps({"schema": SLICE_SCHEMA, "slice": s.to_dict()})))
                 records += self._extra(model, loaded.version, first, current + 1)
         # The second before the current one is re-sent next time too: a request finishing right at
         # the turn of a second may be recorded just after this push read it.
@@ -132,8 +134,13 @@ class Replication:
 
 
 def _slice(record: SliceRecord) -> Slice:
+    """A shipped window slice; one from a newer build than this one is refused rather than misread."""
     body: Any = orjson.loads(record.data)
-    return Slice.from_dict(body)
+    schema = body.get("schema") if isinstance(body, dict) else None
+    if not isinstance(schema, int) or schema > SLICE_SCHEMA or not isinstance(body.get("slice"), dict):
+        raise StoreUnavailable(f"slice of {record.model}/{record.version} from {record.replica} has schema "
+                               f"{schema!r}; this build reads up to {SLICE_SCHEMA}")
+    return Slice.from_dict(body["slice"])
 
 
 def lagged_clock(settle_s: float = SETTLE_S) -> Callable[[], float]:

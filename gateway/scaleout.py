@@ -51,7 +51,8 @@ class ScaleOut:
             raise InvalidSpec("store", f"{store.url} cannot hold window slices")
         self.settings = settings
         self.replica = replica_id(role)
-        self.shared = manager is None or shared_measurements(settings)
+        self.serves = manager is not None
+        self.shared = not self.serves or shared_measurements(settings)
         self.replication = Replication(store, manager, replica=self.replica)
         self.watch = StoreWatch(store, metrics, degraded=lambda: degraded() or self.replication.failing)
         self.mirror = StateMirror(store, self.watch, source=self.replica)
@@ -77,5 +78,6 @@ class ScaleOut:
             raise StoreUnavailable("the store lost its data and awaits `servegate state restore`")
 
     def tasks(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
-        """Slice shipping, the store watch and the state mirror, until `stop` is set."""
-        return [self.replication.run(stop), self.watch.run(stop), self.mirror.run(stop)]
+        """Slice shipping, the store watch and (where traffic is served) the state mirror, until `stop`."""
+        jobs = [self.replication.run(stop), self.watch.run(stop)]
+        return [*jobs, self.mirror.run(stop)] if self.serves else jobs

@@ -173,3 +173,9 @@ def test_run_flushes_the_last_seconds_when_stopped(store: FlakyStore) -> None:
 
     asyncio.run(scenario())
     assert sum(s.requests for s in a.replication.slices("m", "2", T0, T0 + 1)) == 9
+
+
+def test_a_slice_from_a_newer_build_is_refused_not_misread(store: FlakyStore) -> None:
+    store.put_slices([SliceRecord("m", "1", int(T0), "window", "future", b'{"schema": 2, "slice": {}}')], ttl_s=60)
+    with pytest.raises(StoreUnavailable, match="schema 2"):
+        Replication(store, None, replica="r").slices("m", "1", T0, T0 + 1)
