@@ -50,6 +50,12 @@ def _mark_events(ax: Axes, events: Sequence[Mapping[str, Any]], label: bool = Fa
                         rotation=90, va="top", ha="right", fontsize=7, color=colour)
 
 
+def _legend(ax: Axes, **style: Any) -> None:
+    """A legend only where something is labelled (matplotlib warns about an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**style)
+
+
 def _empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="gray")
 
@@ -94,7 +100,7 @@ def latency(doc: Doc, path: Path) -> None:
     thr.set_ylim(bottom=0)
     for ax in (lat, thr):
         _mark_events(ax, doc["events"], label=ax is lat)
-        ax.legend(loc="upper left", fontsize=8)
+        _legend(ax, loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
     fig.savefig(path, dpi=100)
 
@@ -116,8 +122,24 @@ def _versions_per_second(doc: Doc) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
+def _gateways_per_second(doc: Doc) -> dict[str, list[tuple[float, float]]]:
+    """Requests per second each gateway counted, when there are several (replicas); NaN while one is down."""
+    samples = doc["samples"]
+    names = sorted({n for s in samples for n in (s.get("gateways") or {})})
+    if len(names) < 2:
+        return {}
+    out: dict[str, list[tuple[float, float]]] = {}
+    for before, after in pairwise(samples):
+        dt = after["t"] - before["t"]
+        for name in names:
+            a, b = before["gateways"].get(name, {}), after["gateways"].get(name, {})
+            delta = b.get("requests", math.nan) - a.get("requests", math.nan)
+            out.setdefault(name, []).append((after["t"], delta / dt if delta >= 0 else math.nan))
+    return out
+
+
 def traffic(doc: Doc, path: Path) -> None:
-    fig, (weights, answers) = _figure(2, f"{doc['scenario']} ({doc['model']}): traffic per version")
+    fig, (weights, answers) = _figure(2, f"{doc['scenario']} ({doc['model']}): traffic weights and answers")
     per_version: dict[str, list[tuple[float, float]]] = {}
     for s in doc["samples"]:
         # The rollout's own weights when one runs: the gateway's gauge keeps a stale value for a
@@ -131,14 +153,15 @@ def traffic(doc: Doc, path: Path) -> None:
     weights.set_ylabel("traffic weight (%)")
     weights.set_ylim(-5, 105)
     _mark_windows(weights, doc)
-    for version, pts in sorted(_versions_per_second(doc).items()):
-        answers.plot([p[0] for p in pts], [p[1] for p in pts], label=version if version == "none" else f"v{version}",
-                     linewidth=1)
+    lines = _gateways_per_second(doc) or {
+        (v if v == "none" else f"v{v}"): pts for v, pts in _versions_per_second(doc).items()}
+    for name, pts in sorted(lines.items()):
+        answers.plot([p[0] for p in pts], [p[1] for p in pts], label=name, linewidth=1)
     answers.set_ylabel("answers per second")
     answers.set_ylim(bottom=0)
     for ax in (weights, answers):
         _mark_events(ax, doc["events"], label=ax is weights)
-        ax.legend(loc="center left", fontsize=8)
+        _legend(ax, loc="center left", fontsize=8)
         ax.grid(alpha=0.3)
     fig.savefig(path, dpi=100)
 
@@ -173,7 +196,7 @@ def drift(doc: Doc, path: Path) -> None:
     for key, pts in sorted(lines.items())[:12]:
         gauges.plot([p[0] for p in pts], [p[1] for p in pts], label=key, linewidth=1)
     if lines:
-        gauges.legend(loc="upper left", fontsize=7)
+        _legend(gauges, loc="upper left", fontsize=7)
     else:
         _empty(gauges, "the gateway exported no drift gauges during this run")
     gauges.set_ylabel("PSI max vs training reference")
@@ -193,7 +216,7 @@ def _window_drift(ax: Axes, doc: Doc, windows: list[dict[str, Any]]) -> None:
     if isinstance(threshold, int | float):
         ax.axhline(threshold, color="tab:red", linestyle=":", label=f"max_prediction_psi {threshold:g}")
     if pts or threshold is not None:
-        ax.legend(loc="upper left", fontsize=7)
+        _legend(ax, loc="upper left", fontsize=7)
     else:
         _empty(ax, "no prediction PSI in the rollout's windows")
     ax.set_ylabel("PSI between arms")
@@ -203,16 +226,18 @@ def resources(doc: Doc, path: Path) -> None:
     fig, (rss, fds) = _figure(2, f"{doc['scenario']} ({doc['model']}): gateway memory and file descriptors")
     names = sorted({name for s in doc["samples"] for name in (s.get("gateways") or {})})
     for name in names:
-        pts = [(s["t"], s["gateways"][name]) for s in doc["samples"] if "rss_mb" in s["gateways"].get(name, {})]
-        rss.plot([p[0] for p in pts], [p[1]["rss_mb"] for p in pts], label=name, linewidth=1)
-        fds.plot([p[0] for p in pts], [p[1]["fds"] for p in pts], label=name, linewidth=1)
+        # NaN while a process is gone (a killed replica), so its line breaks instead of bridging the gap.
+        ts = [s["t"] for s in doc["samples"]]
+        stats = [s["gateways"].get(name, {}) for s in doc["samples"]]
+        rss.plot(ts, [g.get("rss_mb", math.nan) for g in stats], label=name, linewidth=1)
+        fds.plot(ts, [g.get("fds", math.nan) for g in stats], label=name, linewidth=1)
     rss.set_ylabel("RSS (MB)")
     fds.set_ylabel("open file descriptors")
     for ax in (rss, fds):
         _mark_events(ax, doc["events"], label=ax is rss)
         ax.grid(alpha=0.3)
         if names:
-            ax.legend(loc="upper left", fontsize=8)
+            _legend(ax, loc="upper left", fontsize=8)
     fig.savefig(path, dpi=100)
 
 

@@ -1,8 +1,9 @@
 """`replica-failover`: three gateway replicas share a private Redis store; under load one is killed with
 SIGKILL and restarted on the same ports.
 
-The client is one gRPC channel over all replicas (round_robin) with a retry policy on UNAVAILABLE, so a
-request that fails on a dead replica is retried on another, as a production client would be set up.
+The client is one gRPC channel over all replicas (round_robin over those whose health service says
+SERVING) with a retry policy on UNAVAILABLE, so a request that fails on a dead replica is retried on
+another, as a production client would be set up.
 Lost requests = answers that were not OK after those retries (timeouts included). The allowance is
 what was in flight on the killed replica when it died (its `servegate_inflight_requests`, scraped just
 before the kill); with retries the expected loss is zero.
@@ -31,14 +32,19 @@ from loadtests.scenarios.verdict import Check, at_most, equals, unsent_share
 
 DEFAULTS = {"duration_s": 45.0, "model": "tabular", "rate": 150.0}
 REDIS_READY_S = 15.0
-RETRY_POLICY = {"methodConfig": [{
-    "name": [{"service": "inference.GRPCInferenceService"}],
-    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s", "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"]},
-}]}
+# Round robin over the replicas that report SERVING on the standard health service (a restarting one
+# listens before its models are loaded), and a retry on UNAVAILABLE, which picks another replica.
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": ""},
+    "methodConfig": [{
+        "name": [{"service": "inference.GRPCInferenceService"}],
+        "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+}
 CHANNEL_OPTIONS: tuple[tuple[str, str | int], ...] = (
-    ("grpc.lb_policy_name", "round_robin"), ("grpc.enable_retries", 1),
-    ("grpc.service_config", json.dumps(RETRY_POLICY)),
+    ("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
     # A restarted replica rejoins the rotation within a second or two.
     ("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 1000),

@@ -2,7 +2,7 @@
 file descriptors and latency sampled; it fails on growth, not on level.
 
 Growth of a series = least-squares slope through the medians of fixed windows (duration / 60, at least
-one sample interval) over the second half of the run, times that half's length. Medians shrug off a
+three sample intervals) over the second half of the run, times that half's length. Medians shrug off a
 single GC pause or a noisy neighbour; the second half leaves out start-up and warm-up.
 """
 
@@ -28,7 +28,7 @@ def play(run: Run) -> Outcome:
     o = run.opts
     with run.sampler():
         result = run.load("soak", run.scenario(), run.plan(o.duration_s, rate=o.rate))
-    window = max(o.sample_interval_s, o.duration_s / 60)
+    window = max(3 * o.sample_interval_s, o.duration_s / 60)
     t0 = run.timeline.t0
     rss = [(s["t"] - t0, s["rss_mb"]) for s in run.timeline.samples if "rss_mb" in s]
     fds = [(s["t"] - t0, s["fds"]) for s in run.timeline.samples if "fds" in s]
