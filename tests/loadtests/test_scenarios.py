@@ -135,7 +135,11 @@ def test_cli_refuses_unknown_scenarios_and_foreign_reports(tmp_path: Path) -> No
 
 # --- short runs end to end (CI) -------------------------------------------------------------------
 
-def _scenario(tmp_path: Path, name: str, *flags: str, timeout: float = 240) -> dict[str, Any]:
+ALL_PLOTS = ("latency.png", "traffic.png", "drift.png", "resources.png")
+
+
+def _scenario(tmp_path: Path, name: str, *flags: str, timeout: float = 240,
+              plots: tuple[str, ...] = ALL_PLOTS) -> dict[str, Any]:
     out = tmp_path / name
     proc = subprocess.run([sys.executable, "-m", "loadtests", "scenario", name, "--out", str(out), *flags],
                           capture_output=True, text=True, timeout=timeout)
@@ -143,7 +147,7 @@ def _scenario(tmp_path: Path, name: str, *flags: str, timeout: float = 240) -> d
     assert proc.returncode == (0 if report["verdict"]["passed"] else 1)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert report["schema"] == SCHEMA and report["scenario"] == name
-    for plot in ("latency.png", "traffic.png", "drift.png", "resources.png"):
+    for plot in plots:
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"Scenario `{name}`: PASS" in proc.stdout
     return dict(report)
@@ -152,7 +156,9 @@ def _scenario(tmp_path: Path, name: str, *flags: str, timeout: float = 240) -> d
 @pytest.mark.integration
 @pytest.mark.slow
 def test_steady_meets_its_targets(tmp_path: Path) -> None:
-    report = _scenario(tmp_path, "steady", "--duration", "10", "--rate", "100")
+    # A shared CI runner stalls a process for a few hundred ms now and then, which is the p99 of a 10 s run;
+    # the default 100 ms target is for a dedicated host.
+    report = _scenario(tmp_path, "steady", "--duration", "10", "--rate", "100", "--p99-ms", "400")
     load = report["loads"][0]
     assert load["requests"]["ok"] == 1000 and load["requests"]["errors"] == 0
     assert len(report["series"]) == 10 and report["samples"]
@@ -191,3 +197,21 @@ def test_a_good_canary_is_promoted_through_every_step(tmp_path: Path) -> None:
     weights = [w["candidate_weight"] for w in report["rollout"]["status"]["history"]]
     assert weights == [10, 25, 50, 100]
     assert f["candidate_answers"] > 0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_target_mode_plays_against_a_running_gateway_over_rest(tmp_path: Path) -> None:
+    from gateway.demo import models
+    from tests.serve_process import SECRET, ServeProcess
+
+    models.build_tabular(tmp_path / "repo", "tabular", "1")
+    with ServeProcess(tmp_path / "repo", store=f"sqlite:///{tmp_path / 'state.db'}") as gw:
+        report = _scenario(tmp_path, "steady", "--target", gw.grpc, "--http", gw.http, "--protocol", "rest-binary",
+                           "--admin-url", f"http://{gw.admin}", "--jwt-secret", SECRET, "--duration", "4",
+                           "--rate", "50", plots=("latency.png", "traffic.png", "drift.png"))
+    assert report["gateways"] == [{"local": False, "exit_code": None}]
+    assert report["loads"][0]["config"]["protocol"] == "rest-binary"
+    assert report["loads"][0]["requests"]["ok"] == 200
+    assert report["samples"] and all(s["weights"] == {"1": 100.0} for s in report["samples"])
+    assert SECRET not in (tmp_path / "steady" / "report.json").read_text()
