@@ -8,6 +8,7 @@ handled after the fault, failed ones included) and the client's tally of `model_
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -96,7 +97,7 @@ def _inject_partway(run: Run, name: str, candidate: str) -> Fault | None:
     counters = model_figures(admin.metrics(), o.model)
     admin.set_faults(o.model, candidate, body)
     fault = Fault(body, time.time(), counters)
-    run.event("fault.inject", f"v{candidate}: {body}", t=fault.t)
+    run.event("fault.inject", f"v{candidate}: {json.dumps(body)}", t=fault.t)
     return fault
 
 
