@@ -39,7 +39,7 @@ from gateway.settings import Settings
 from gateway.shadow import ShadowMirror
 from gateway.sync import StateSync
 from kernels import warm_up
-from rollout.decide import Decision, Phase
+from rollout.decide import Action, Decision, Phase
 from rollout.errors import StoreUnavailable
 from rollout.registry import Registry
 from rollout.store import open_store
@@ -126,6 +126,10 @@ class Gateway:
                                   tls=tls, reuse_port=reuse)
 
     def record_decision(self, decision: Decision) -> None:
+        """Every applied rollout decision: its route takes effect here at once (the store notifies the
+        other replicas), and it is counted in the metrics."""
+        if decision.action is not Action.HOLD:
+            self.sync.apply_local(decision.route, revision=-1)  # the next refresh reconciles the revision
         self.metrics.record_decision(decision.status.model, decision.action.value, decision.status.phase.value,
                                      PHASES)
 

@@ -235,7 +235,8 @@ class StateSync:
             elif change.kind in self.watchers:
                 loop.call_soon_threadsafe(queue.put_nowait, WATCH + change.kind)
 
-        unsubscribe = self.store.subscribe(notify)
+        # A store that does not answer must not block the event loop while subscribing.
+        unsubscribe = await asyncio.to_thread(self.store.subscribe, notify)
         # Wakes the wait below as soon as `stop` is set, so shutdown need not wait for the next resync.
         waker = asyncio.ensure_future(stop.wait())
         waker.add_done_callback(lambda _: queue.put_nowait(WAKE))

@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from gateway.settings import load
 from gateway.workers import reserve_ports, settings_env
 from rollout.store.base import KIND_LEASE
 from rollout.store.redis import RedisStore
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer
 from tests.scaleout_cluster import Client, burst, ready_body
 from tests.serve_process import ServeProcess, wait_for
 
@@ -83,16 +82,6 @@ def test_two_workers_share_the_ports_and_a_dead_one_is_replaced(tmp_path: Path) 
         "worker 1 exited with -9; starting a new one" in gw.stderr
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), workdir=tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def get_json(hostport: str, path: str) -> dict[str, Any]:
     client = Client(hostport)
     try:
@@ -114,12 +103,12 @@ def lease_holder(url: str) -> str:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_a_controller_process_drives_a_rollout_on_shipped_slices(tmp_path: Path, redis: RedisServer) -> None:
+def test_a_controller_process_drives_a_rollout_on_shipped_slices(tmp_path: Path, redis_server: RedisServer) -> None:
     models.build_tabular(tmp_path / "repo", "tabular", "1")
     models.build_tabular(tmp_path / "candidates", "tabular", "2", c=0.5)
     with (tmp_path / "controller.log").open("w") as log:
         controller = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "controller", "--store", redis.url, "--host", "127.0.0.1",
+            [sys.executable, "-m", "gateway.cli", "controller", "--store", redis_server.url, "--host", "127.0.0.1",
              "--admin-port", "0", "--lease-ttl", "2", "--controller-interval", "0.25"],
             stdout=subprocess.PIPE, stderr=log, text=True)
     try:
@@ -127,8 +116,8 @@ def test_a_controller_process_drives_a_rollout_on_shipped_slices(tmp_path: Path,
         banner = controller.stdout.readline()
         assert banner.startswith("servegate controller ready admin="), banner
         health = banner.strip().split("admin=")[1]
-        with ServeProcess(tmp_path / "repo", store=redis.url, extra=["--controller", "false"]) as gw:
-            wait_for(lambda: lease_holder(redis.url).startswith("controller-"), timeout=15)
+        with ServeProcess(tmp_path / "repo", store=redis_server.url, extra=["--controller", "false"]) as gw:
+            wait_for(lambda: lease_holder(redis_server.url).startswith("controller-"), timeout=15)
             wait_for(lambda: get_json(health, READY_PATH)["leader"] is True, timeout=10)
             assert get_json(health, READY_PATH)["store"] == "ok" and get_json(health, LIVE_PATH)["live"]
             status, body = gw.admin_call("POST", "/admin/v1/models/tabular/versions", {
@@ -147,7 +136,7 @@ def test_a_controller_process_drives_a_rollout_on_shipped_slices(tmp_path: Path,
             assert ready_body(gw)[1]["store"] == "ok"
         controller.send_signal(signal.SIGTERM)
         assert controller.wait(30) == 0
-        assert lease_holder(redis.url) == ""  # given back on the way out, not left to expire
+        assert lease_holder(redis_server.url) == ""  # given back on the way out, not left to expire
     finally:
         if controller.poll() is None:
             controller.kill()

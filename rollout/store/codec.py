@@ -6,13 +6,16 @@ Keeping one codec makes the backends byte-compatible and their errors identical.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rollout.audit import canonical_json, record_from_dict, record_to_dict
 from rollout.errors import InvalidSpec, StaleWrite, StoreUnavailable
-from rollout.store.base import SCHEMA_VERSION, AuditRecord, SliceRecord, Write
+from rollout.store.base import SCHEMA_VERSION, AuditRecord, Change, SliceRecord, Write
+
+_log = logging.getLogger(__name__)
 
 MAX_SLICE_SPAN = 7 * 24 * 3600  # seconds one slice read may cover: a bound against a mistyped window
 _SLICE_SEPARATORS = (":", "|")  # used in slice keys; registry names never contain them
@@ -108,3 +111,12 @@ def check_span(first: int, last: int) -> None:
     """A slice read covers `first <= s < last`, at most `MAX_SLICE_SPAN` seconds."""
     if last - first > MAX_SLICE_SPAN:
         raise InvalidSpec("last", f"a slice read covers at most {MAX_SLICE_SPAN} s, asked for {last - first} s")
+
+
+def deliver(callbacks: Sequence[Callable[[Change], None]], change: Change) -> None:
+    """Calls every subscriber with a change; one subscriber's bug must not silence the others."""
+    for callback in callbacks:
+        try:
+            callback(change)
+        except Exception:
+            _log.exception("change subscriber failed on %s/%s", change.kind, change.key)

@@ -387,11 +387,7 @@ class RedisStore:
     def _deliver(self, change: Change) -> None:
         with self._lock:
             callbacks = list(self._callbacks)
-        for callback in callbacks:
-            try:
-                callback(change)
-            except Exception:  # one subscriber's bug must not silence the others
-                log.exception("change subscriber failed on %s/%s", change.kind, change.key)
+        codec.deliver(callbacks, change)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
