@@ -25,6 +25,7 @@ from gateway.errors import ModelNotFound
 from gateway.faults import FaultControl, FaultInjector, unknown_version
 from gateway.inference.probe import OrtProbe
 from gateway.models import ModelManager
+from gateway.observability import drift_shipping
 from gateway.observability.drift_tracker import DriftTracker
 from gateway.observability.metrics import CONTENT_TYPE, Metrics
 from gateway.observation import LiveMetrics
@@ -95,6 +96,9 @@ class Gateway:
         self.drift = DriftTracker(self.registry, self.metrics)
         self.sync.on_load.append(self.drift.attach)
         self.live_metrics = LiveMetrics(self.manager, self.shadow, self.drift)
+        if self.scaleout.shared:  # other processes serve too: ship drift counts beside the slices
+            self.scaleout.replication.register_payload(drift_shipping.PAYLOAD,
+                                                       drift_shipping.provider(self.drift.monitor))
         self.sync.watchers[KIND_FAULT] = self.fault_control.load_all
         fc = self.fault_control
         self.control = GatewayControl(self.store, self.registry, self.sync, self.manager,
@@ -171,7 +175,8 @@ class Gateway:
         self._tasks += [asyncio.ensure_future(job) for job in self.scaleout.tasks(self._stop)]
         if self.settings.controller.enabled:  # competes for the lease with every other controller
             controller = self.scaleout.controller(self.store, self.registry, self.live_metrics,
-                                                  on_decision=self.record_decision)
+                                                  on_decision=self.record_decision,
+                                                  profiles=self.drift.model_profile)
             self._tasks.append(asyncio.ensure_future(controller.run(self._stop)))
 
     async def _load_repository(self) -> None:

@@ -13,12 +13,14 @@ from typing import Any
 import orjson
 
 from gateway.models import ModelManager
+from gateway.observability.drift_tracker import DriftTracker
 from gateway.observability.metrics import CONTENT_TYPE, Metrics
 from gateway.observation import LiveMetrics
 from gateway.protocol import http_app
 from gateway.protocol.http_server import HttpServer, Request, Response, Route, Router
 from gateway.scaleout import ScaleOut
 from gateway.settings import Settings
+from rollout.decide import Decision, Phase
 from rollout.errors import StoreUnavailable
 from rollout.registry import Registry
 from rollout.store import open_store
@@ -39,13 +41,19 @@ class ControllerProcess:
         self.store = open_store(settings.store_url())
         self.registry = Registry(self.store)
         self.scaleout = ScaleOut(settings, self.store, self.metrics, None, role="controller")
+        profiles = DriftTracker(self.registry, self.metrics).model_profile  # references from the registry
         self.controller = self.scaleout.controller(self.store, self.registry,
-                                                   LiveMetrics(ModelManager(self.metrics)))
+                                                   LiveMetrics(ModelManager(self.metrics)),
+                                                   on_decision=self._record, profiles=profiles)
         s = settings.server
         self.http = HttpServer(Router(self._routes()), http_app.error_response, host=s.host, port=s.admin_port,
                                max_body_bytes=HEALTH_MAX_BODY)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+
+    def _record(self, decision: Decision) -> None:
+        self.metrics.record_decision(decision.status.model, decision.action.value, decision.status.phase.value,
+                                     tuple(p.value for p in Phase))
 
     def _routes(self) -> list[Route]:
         return [Route("GET", LIVE_PATH, self._live), Route("GET", READY_PATH, self._ready),

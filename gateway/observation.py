@@ -34,9 +34,10 @@ class LiveMetrics:
         self._drift = drift
         self._slices = slices or self._local_slices
 
-    def with_slices(self, slices: SliceSource) -> LiveMetrics:
-        """The same figures read from another slice source (e.g. every replica's shipped slices)."""
-        return LiveMetrics(self._manager, self._shadow, self._drift, slices)
+    def with_slices(self, slices: SliceSource, drift: DriftSource | None = None) -> LiveMetrics:
+        """The same figures read from another slice source (e.g. every replica's shipped slices), and
+        drift from another source too when given (every replica's shipped counts)."""
+        return LiveMetrics(self._manager, self._shadow, drift or self._drift, slices)
 
     def _local_slices(self, model: str, version: str, start: float, end: float) -> list[Slice]:
         loaded = self._manager.find(model, version)

@@ -16,11 +16,13 @@ from typing import Any
 from gateway.leadership import Leadership
 from gateway.mirror import StateMirror
 from gateway.models import ModelManager
+from gateway.observability.drift_shipping import SharedDrift
 from gateway.observability.metrics import Metrics
 from gateway.observation import LiveMetrics
 from gateway.replication import SETTLE_S, Replication, lagged_clock
 from gateway.settings import Settings
 from gateway.store_watch import StoreWatch
+from kernels.profile import Profile
 from rollout.controller import Controller, RegistryPort
 from rollout.decide import Decision
 from rollout.errors import InvalidSpec, StoreUnavailable
@@ -60,13 +62,15 @@ class ScaleOut:
         self.leadership = Leadership(self.lease, self.watch, metrics, settle_s=SETTLE_S if self.shared else 0.0)
 
     def controller(self, store: StateStore, registry: RegistryPort, live: LiveMetrics,
-                   on_decision: Callable[[Decision], None] | None = None) -> Controller:
+                   on_decision: Callable[[Decision], None] | None = None,
+                   profiles: Callable[[str], Profile | None] | None = None) -> Controller:
         """The promotion controller of this process, acting only while it holds the lease. When other
         processes serve too, it reads every replica's shipped slices instead of this process's, and
         judges each window once they are all in the store (its clock runs `SETTLE_S` behind)."""
         clock: Callable[[], float] = time.time
         if self.shared:
-            live, clock = live.with_slices(self.replication.slices), lagged_clock()
+            drift = SharedDrift(self.replication.payloads, profiles) if profiles is not None else None
+            live, clock = live.with_slices(self.replication.slices, drift), lagged_clock()
         return Controller(store, registry, live, interval_s=self.settings.controller.interval_s,
                           clock=clock, leadership=self.leadership, on_decision=on_decision)
 

@@ -201,6 +201,9 @@ def test_windows_count_every_replica_and_the_rollout_survives_its_controller(clu
     window = judged["history"][0]["measurements"]
     assert window["candidate_requests"] + window["stable_requests"] == sum(s.ok for s in first) == 240
     assert window["candidate_requests"] > 0 and window["stable_requests"] > 0
+    # The holder served nothing: drift figures in its window can only come from the shipped counts.
+    assert window["candidate_input_psi_max"] is not None and window["stable_input_psi_max"] is not None
+    assert window["prediction_psi"] is not None
 
     second = bursts(serving, 60)  # the second window's traffic, all on the candidate now
     killed_at = time.monotonic()

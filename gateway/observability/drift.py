@@ -153,6 +153,11 @@ class DriftMonitor:
             return 0
         return self.config.live_reference_rows if builder is None else builder.rows_needed - builder.rows_seen
 
+    def tensor_keys(self) -> list[tuple[str, str]]:
+        """(role, tensor name) of each count array a window returns, in the same order."""
+        state = self._state
+        return [] if state is None else [(p.role, p.tensor.name) for p in state.plans]
+
     @property
     def skipped(self) -> dict[str, int]:
         """Tensors left out of the counts, by "<tensor>: <reason>"."""

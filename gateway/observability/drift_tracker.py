@@ -53,7 +53,7 @@ class DriftTracker:
         config = loaded.config
         if not config.drift:
             return
-        profile = self._model_profile(record.model, fallback=record)
+        profile = self.model_profile(record.model, fallback=record)
         features = _features_per_row(profile, loaded)
         self._install(loaded, DriftMonitor(profile, _drift_config(config, features),
                                            name=f"{record.model}/{record.version}", clock=self._clock))
@@ -68,7 +68,7 @@ class DriftTracker:
         self._hooks[key] = (loaded, monitor.record)
         self._monitors[key] = monitor
 
-    def _model_profile(self, model: str, fallback: ModelVersion | None = None) -> Profile | None:
+    def model_profile(self, model: str, fallback: ModelVersion | None = None) -> Profile | None:
         """The profile every version of `model` bins with: production's, else any registered one."""
         try:
             versions = self._registry.versions(model)
