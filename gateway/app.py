@@ -37,7 +37,7 @@ from gateway.repository import scan
 from gateway.routing import TrafficRouter
 from gateway.scaleout import ScaleOut
 from gateway.settings import Settings
-from gateway.shadow import ShadowMirror
+from gateway.shadow import ShadowMirror, SharedShadow
 from gateway.sync import StateSync
 from kernels import warm_up
 from rollout.decide import Action, Decision, Phase
@@ -99,6 +99,7 @@ class Gateway:
         if self.scaleout.shared:  # other processes serve too: ship drift counts beside the slices
             self.scaleout.replication.register_payload(drift_shipping.PAYLOAD,
                                                        drift_shipping.provider(self.drift.monitor))
+            self.scaleout.replication.register_payload(SharedShadow.PAYLOAD, self.shadow.second)
         self.sync.watchers[KIND_FAULT] = self.fault_control.load_all
         fc = self.fault_control
         self.control = GatewayControl(self.store, self.registry, self.sync, self.manager,

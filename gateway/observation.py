@@ -11,8 +11,12 @@ from typing import Protocol
 
 from gateway.models import ModelManager
 from gateway.observability.windows import Slice, latency_histogram, summarise
-from gateway.shadow import ShadowMirror
+from gateway.shadow import ShadowFigures
 from rollout.analysis import ArmWindow, Observation, ShadowComparison
+
+
+class ShadowSource(Protocol):
+    def figures(self, model: str, version: str, start: float, end: float) -> ShadowFigures: ...
 
 
 class DriftSource(Protocol):
@@ -27,17 +31,18 @@ SliceSource = Callable[[str, str, float, float], Iterable[Slice]]
 class LiveMetrics:
     """Window figures per arm from per-version slices (local, or merged from every replica)."""
 
-    def __init__(self, manager: ModelManager, shadow: ShadowMirror | None = None,
+    def __init__(self, manager: ModelManager, shadow: ShadowSource | None = None,
                  drift: DriftSource | None = None, slices: SliceSource | None = None) -> None:
         self._manager = manager
         self._shadow = shadow
         self._drift = drift
         self._slices = slices or self._local_slices
 
-    def with_slices(self, slices: SliceSource, drift: DriftSource | None = None) -> LiveMetrics:
+    def with_slices(self, slices: SliceSource, drift: DriftSource | None = None,
+                    shadow: ShadowSource | None = None) -> LiveMetrics:
         """The same figures read from another slice source (e.g. every replica's shipped slices), and
-        drift from another source too when given (every replica's shipped counts)."""
-        return LiveMetrics(self._manager, self._shadow, drift or self._drift, slices)
+        drift and shadow figures from other sources too when given (every replica's shipped counts)."""
+        return LiveMetrics(self._manager, shadow or self._shadow, drift or self._drift, slices)
 
     def _local_slices(self, model: str, version: str, start: float, end: float) -> list[Slice]:
         loaded = self._manager.find(model, version)

@@ -21,6 +21,7 @@ from gateway.observability.metrics import Metrics
 from gateway.observation import LiveMetrics
 from gateway.replication import SETTLE_S, Replication, lagged_clock
 from gateway.settings import Settings
+from gateway.shadow import SharedShadow
 from gateway.store_watch import StoreWatch
 from kernels.profile import Profile
 from rollout.controller import Controller, RegistryPort
@@ -70,7 +71,8 @@ class ScaleOut:
         clock: Callable[[], float] = time.time
         if self.shared:
             drift = SharedDrift(self.replication.payloads, profiles) if profiles is not None else None
-            live, clock = live.with_slices(self.replication.slices, drift), lagged_clock()
+            shadow = SharedShadow(self.replication.payloads)
+            live, clock = live.with_slices(self.replication.slices, drift, shadow), lagged_clock()
         return Controller(store, registry, live, interval_s=self.settings.controller.interval_s,
                           clock=clock, leadership=self.leadership, on_decision=on_decision)
 

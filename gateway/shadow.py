@@ -12,11 +12,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from gateway.admission import admit
 from gateway.batching.queue import BatchResult
@@ -81,6 +82,35 @@ def compare(primary: Mapping[str, Tensor], shadow: Mapping[str, Tensor]) -> tupl
     return rows, agreed, delta, delta_rows
 
 
+def summed(seconds: Iterable[_Second]) -> ShadowFigures:
+    total = _Second()
+    for s in seconds:
+        total.compared += s.compared
+        total.agreed += s.agreed
+        total.delta_sum += s.delta_sum
+        total.delta_rows += s.delta_rows
+        total.errors += s.errors
+    agreement = total.agreed / total.compared if total.compared else None
+    delta = total.delta_sum / total.delta_rows if total.delta_rows else None
+    return ShadowFigures(total.compared, total.errors, agreement, delta)
+
+
+class SharedShadow:
+    """Shadow figures from every replica's shipped per-second comparison counts."""
+
+    PAYLOAD = "shadow"
+
+    def __init__(self, payloads: Callable[[str, str, str, float, float], list[Any]]) -> None:
+        self._payloads = payloads
+
+    def figures(self, model: str, version: str, start: float, end: float) -> ShadowFigures:
+        seconds = []
+        for record in self._payloads(self.PAYLOAD, model, version, start, end):
+            compared, agreed, delta_sum, delta_rows, errors = orjson.loads(record.data)
+            seconds.append(_Second(int(compared), int(agreed), float(delta_sum), int(delta_rows), int(errors)))
+        return summed(seconds)
+
+
 class ShadowMirror:
     """Implements the data plane's ShadowSink; keeps comparison slices per (model, shadow version)."""
 
@@ -118,14 +148,14 @@ class ShadowMirror:
         except ServingError:
             target.windows.record(time.perf_counter() - started, False)
             self._metrics.shadow_requests.labels(model, target.version, "failed").inc()
-            self._add(model, target.version, errors=1)
+            self.record(model, target.version, errors=1)
             return
         target.windows.record(time.perf_counter() - started, True)
         self._metrics.shadow_requests.labels(model, target.version, "compared").inc()
         rows, agreed, delta, delta_rows = compare(primary, answer.outputs)
-        self._add(model, target.version, rows, agreed, delta, delta_rows)
+        self.record(model, target.version, rows, agreed, delta, delta_rows)
 
-    def _add(self, model: str, version: str, rows: int = 0, agreed: int = 0, delta: float = 0.0,
+    def record(self, model: str, version: str, rows: int = 0, agreed: int = 0, delta: float = 0.0,
              delta_rows: int = 0, errors: int = 0) -> None:
         second = int(self._clock())
         with self._lock:
@@ -145,18 +175,18 @@ class ShadowMirror:
         lo, hi = math.floor(start), math.ceil(end)
         with self._lock:
             picked = [s for sec, s in self._slices.get((model, version), {}).items() if lo <= sec < hi]
-        total = _Second()
-        for s in picked:
-            total.compared += s.compared
-            total.agreed += s.agreed
-            total.delta_sum += s.delta_sum
-            total.delta_rows += s.delta_rows
-            total.errors += s.errors
-        agreement = total.agreed / total.compared if total.compared else None
-        delta = total.delta_sum / total.delta_rows if total.delta_rows else None
-        if agreement is not None:
-            self._metrics.shadow_agreement.labels(model, version).set(agreement)
-        return ShadowFigures(total.compared, total.errors, agreement, delta)
+        result = summed(picked)
+        if result.agreement_rate is not None:
+            self._metrics.shadow_agreement.labels(model, version).set(result.agreement_rate)
+        return result
+
+    def second(self, model: str, version: str, second: int) -> bytes | None:
+        """This replica's comparison counts of one second (the shipped payload), or None."""
+        with self._lock:
+            s = self._slices.get((model, version), {}).get(second)
+            if s is None:
+                return None
+            return orjson.dumps([s.compared, s.agreed, s.delta_sum, s.delta_rows, s.errors])
 
     async def stop(self) -> None:
         for task in list(self._tasks):

@@ -23,3 +23,24 @@ def test_probabilities_agree_on_argmax_and_give_a_score_delta() -> None:
 def test_mismatched_outputs_are_not_compared() -> None:
     assert compare({"p": np.zeros((2, 3))}, {"p": np.zeros((2, 4))}) == (0, 0, 0.0, 0)
     assert compare({"p": np.zeros((2, 3))}, {"q": np.zeros((2, 3))}) == (0, 0, 0.0, 0)
+
+
+def test_shipped_seconds_of_several_replicas_sum_to_the_whole() -> None:
+    from gateway.models import ModelManager
+    from gateway.observability.metrics import Metrics
+    from gateway.shadow import ShadowMirror, SharedShadow
+    from rollout.store.base import SliceRecord
+
+    def mirror() -> ShadowMirror:
+        return ShadowMirror(ModelManager(Metrics()), Metrics(), clock=lambda: 1000.2)
+
+    whole, a, b = mirror(), mirror(), mirror()
+    for replica, (rows, agreed, delta, errors) in ((a, (10, 9, 0.5, 0)), (b, (30, 21, 1.5, 2))):
+        replica.record("m", "2", rows, agreed, delta, rows, errors)
+        whole.record("m", "2", rows, agreed, delta, rows, errors)
+    records = [SliceRecord("m", "2", 1000, "shadow", name, data)
+               for name, data in (("a", a.second("m", "2", 1000)), ("b", b.second("m", "2", 1000))) if data]
+    shared = SharedShadow(lambda name, m, v, s, e: records).figures("m", "2", 1000, 1001)
+    assert shared == whole.figures("m", "2", 1000, 1001)
+    assert (shared.requests, shared.errors, shared.agreement_rate) == (40, 2, 30 / 40)
+    assert a.second("m", "2", 999) is None
