@@ -2,8 +2,7 @@
 and a candidate version built beside it for rollouts.
 
 `tabular` and `mlp` are the demo models. `wide` is an MLP with three 2048-unit hidden layers (about
-8 ms per row on one core): the model is the bottleneck rather than protocol handling, which is what a
-test of the batch queue's admission control (overload) needs.
+8 ms per row on one core), for an overload whose bottleneck is the model's own compute.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ class Options:
     step_s: float = 0.0
     queue_capacity: int = 0
     max_batch_size: int = 0
+    service_ms: float = -1.0  # negative: the scenario's default; 0: no added service time
     down_s: float = 5.0
     replicas: int = 3
     redis_server: str = "redis-server"
@@ -68,9 +69,12 @@ class Options:
         return doc
 
 
+_ZERO_IS_A_VALUE = ("max_error_rate", "service_ms")  # 0 errors, 0 ms are real settings: negative = unset
+
+
 def _unset(name: str, value: Any) -> bool:
-    if name == "max_error_rate":
-        return bool(value < 0)  # 0 is a real target: no errors at all
+    if name in _ZERO_IS_A_VALUE:
+        return bool(value < 0)
     return value in (0, "")
 
 
@@ -99,6 +103,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", type=float, default=0.0, help="ramp: seconds per rate step")
     p.add_argument("--queue-capacity", type=int, default=0, help="overload: the model's queue_capacity")
     p.add_argument("--max-batch-size", type=int, default=0, help="overload: the model's max_batch_size")
+    p.add_argument("--service-ms", type=float, default=-1.0,
+                   help="overload: service time per batch pinned with a latency fault (0: the model's own)")
     p.add_argument("--down", type=float, default=5.0, help="replica-failover: seconds a replica stays down")
     p.add_argument("--replicas", type=int, default=3, help="replica-failover: gateway replicas")
     p.add_argument("--redis-server", default="redis-server", help="replica-failover: redis-server binary")
@@ -115,7 +121,8 @@ def from_args(name: str, args: argparse.Namespace) -> Options:
         http=args.http, admin_url=args.admin_url, token=args.token, jwt_secret=args.jwt_secret,
         candidate_version=args.candidate_version, controller_interval_s=args.controller_interval,
         start_rate=args.start_rate, max_rate=args.max_rate, step_s=args.step,
-        queue_capacity=args.queue_capacity, max_batch_size=args.max_batch_size, down_s=args.down,
+        queue_capacity=args.queue_capacity, max_batch_size=args.max_batch_size, service_ms=args.service_ms,
+        down_s=args.down,
         replicas=args.replicas, redis_server=args.redis_server, sample_interval_s=args.sample_interval,
         seed=args.seed,
     )

@@ -2,15 +2,21 @@
 quickly, keep accepted requests within their latency target, keep its memory bounded, and recover.
 
 The sustainable rate is `--rate`, or measured first with a closed loop that never overfills the queue.
-The model's config caps the queue (`queue_capacity`, default 8) and runs one request per batch on one
-ORT thread, so the queue, not protocol handling, is where excess arrives and is refused: 8 requests of
-about 8 ms each (the `wide` model) bound the queueing delay of accepted requests to about 70 ms.
+The model's config caps the queue (`queue_capacity`, default 8) and runs one request per batch, and a
+latency fault pins the service time of each batch (`--service-ms`, default 8 ms): the model, not the
+host's CPU, is the bottleneck, so excess arrives at a full queue and is refused, and 8 queued requests
+of 8 ms bound the queueing delay of accepted ones to about 70 ms. `--service-ms 0 --model wide` makes
+the model's own compute (about 8 ms per row on one thread) the bottleneck instead.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from loadtests.game import GameGateway
 from loadtests.scenarios.context import Outcome, Run
 from loadtests.scenarios.sampler import process_stats
 from loadtests.scenarios.scrape import model_figures
@@ -20,8 +26,8 @@ from loadtests.scenarios.verdict import Check, at_least, at_most, equals, unsent
 # p99 target: the bounded queue keeps accepted requests near queue_capacity x service time (about 70 ms);
 # 500 ms leaves room for a noisy host's stalls yet fails a queue that grows instead of shedding (the
 # default capacity of 1024 would hold requests for seconds).
-DEFAULTS = {"duration_s": 30.0, "model": "wide", "queue_capacity": 8, "max_batch_size": 1, "p99_ms": 500.0,
-            "workers": 1}
+DEFAULTS = {"duration_s": 30.0, "model": "tabular", "queue_capacity": 8, "max_batch_size": 1, "p99_ms": 500.0,
+            "workers": 1, "service_ms": 8.0}
 SHED = ("grpc:RESOURCE_EXHAUSTED", "http:503")
 MEASURE_S = 5.0
 MIN_SHED_SHARE = 0.2  # at 2x, about half is refused; a fifth proves the refusal path is what acts
@@ -46,7 +52,33 @@ def measure_capacity(run: Run) -> float:
     return rate
 
 
+@contextmanager
+def service_time(run: Run) -> Iterator[list[str]]:
+    """Pins the serving versions' service time with a latency fault for the whole scenario, then clears it."""
+    o, gw = run.opts, run.gateway
+    versions = serving_versions(gw, o.model) if o.service_ms > 0 else []
+    lasting = f"{math.ceil(MEASURE_S + o.duration_s + 120)}s"
+    try:
+        for version in versions:
+            gw.admin.set_faults(o.model, version, {"latency_ms": o.service_ms, "duration": lasting})
+            run.event("service.pinned", f"v{version}: {o.service_ms:g} ms per batch")
+        yield versions
+    finally:
+        for version in versions:
+            gw.admin.clear_faults(o.model, version)
+
+
+def serving_versions(gw: GameGateway, model: str) -> list[str]:
+    weights = (gw.admin.model(model).get("traffic") or {}).get("weights") or {}
+    return sorted(str(v) for v, w in weights.items() if w > 0)
+
+
 def play(run: Run) -> Outcome:
+    with service_time(run):
+        return _play(run)
+
+
+def _play(run: Run) -> Outcome:
     o = run.opts
     capacity = o.rate or measure_capacity(run)
     run.event("capacity", f"{capacity:.0f} requests/s {'(given)' if o.rate else '(measured)'}")
@@ -64,6 +96,7 @@ def play(run: Run) -> Outcome:
                       "one caller right after the overload: answered, no errors"),
                equals("queue_drained", depth, 0.0, "queue depth after the overload")]
     config = {"capacity_source": "given" if o.rate else "measured", "overload_rate": 2 * capacity,
+              "service_ms": o.service_ms,
               "model_config": model_config(o), "overload_window_s": [start - run.timeline.t0,
                                                                      end - run.timeline.t0]}
     return Outcome(checks, figures, config)

@@ -138,13 +138,32 @@ def test_cli_refuses_unknown_scenarios_and_foreign_reports(tmp_path: Path) -> No
 ALL_PLOTS = ("latency.png", "traffic.png", "drift.png", "resources.png")
 
 
-def _scenario(tmp_path: Path, name: str, *flags: str, timeout: float = 240,
-              plots: tuple[str, ...] = ALL_PLOTS) -> dict[str, Any]:
-    out = tmp_path / name
+STALL_S = 0.1
+
+
+def _run(out: Path, name: str, flags: tuple[str, ...], timeout: float) -> tuple[subprocess.CompletedProcess[str],
+                                                                                dict[str, Any]]:
     proc = subprocess.run([sys.executable, "-m", "loadtests", "scenario", name, "--out", str(out), *flags],
                           capture_output=True, text=True, timeout=timeout)
     report = json.loads((out / "report.json").read_text())
     assert proc.returncode == (0 if report["verdict"]["passed"] else 1)
+    return proc, report
+
+
+def _host_stalled(report: dict[str, Any]) -> bool:
+    """The generator itself fell behind its schedule: the host, not the gateway, was short of CPU."""
+    return any((load.get("schedule") or {}).get("max_lateness_s", 0.0) > STALL_S for load in report["loads"])
+
+
+def _scenario(tmp_path: Path, name: str, *flags: str, timeout: float = 240,
+              plots: tuple[str, ...] = ALL_PLOTS) -> dict[str, Any]:
+    """Runs a scenario through the CLI and requires a passing verdict. A failed run during which the load
+    generator stalled (a busy shared host) is run once more; any other failure stands."""
+    out = tmp_path / name
+    proc, report = _run(out, name, flags, timeout)
+    if proc.returncode != 0 and _host_stalled(report):
+        out = tmp_path / f"{name}-again"
+        proc, report = _run(out, name, flags, timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert report["schema"] == SCHEMA and report["scenario"] == name
     for plot in plots:
@@ -172,7 +191,8 @@ def test_overload_is_shed_fast_and_the_gateway_recovers(tmp_path: Path) -> None:
     figures = report["figures"]
     assert figures["shed"] > 0 and figures["other_errors"] == 0
     assert figures["offered_rate"] == pytest.approx(2 * figures["sustainable_rate"])
-    assert report["config"]["model_config"]["queue_capacity"] == 8
+    assert report["config"]["model_config"]["queue_capacity"] == 8 and report["config"]["service_ms"] == 8
+    assert figures["shed_p50_ms"] <= 20
 
 
 @pytest.mark.integration
