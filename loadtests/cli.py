@@ -101,7 +101,7 @@ def _scenario_parsers(sub: Any) -> None:
 
     p = sub.add_parser("scenario", help="a load scenario with a pass/fail verdict, report.json and plots")
     p.add_argument("name", choices=sorted(SCENARIOS), metavar="NAME",
-                   help="; ".join(f"{s.name}: {s.summary}" for s in SCENARIOS.values()))
+                   help="; ".join(f"{s.name}: {s.summary}" for s in SCENARIOS.values()).replace("%", "%%"))
     add_arguments(p)
     r = sub.add_parser("report", help="re-render a scenario report's plots and print its summary")
     r.add_argument("dir", type=Path, help="a directory holding report.json")

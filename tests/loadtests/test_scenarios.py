@@ -126,7 +126,10 @@ def test_report_series_sit_on_the_run_axis_and_the_summary_names_failures() -> N
     assert "steps" not in text  # lists stay in report.json
 
 
-def test_cli_refuses_unknown_scenarios_and_foreign_reports(tmp_path: Path) -> None:
+def test_cli_refuses_unknown_scenarios_and_foreign_reports(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scenario", "--help"]) == 0
+    assert "bad-canary-errors:" in "".join(capsys.readouterr().out.split())  # help wraps at hyphens
     assert main(["scenario", "chaos"]) == 2
     (tmp_path / "report.json").write_text(json.dumps({"schema": "servegate.loadtest/1"}))
     assert main(["report", str(tmp_path)]) == 1
