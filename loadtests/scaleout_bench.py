@@ -233,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-workers", action="store_true")
     p.add_argument("--skip-propagation", action="store_true")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--md", type=Path, default=None, help="also write a Markdown section (docs/bench/scaleout.md)")
     return p
 
 
@@ -254,7 +255,35 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary, indent=2))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))
+    if args.md is not None:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(markdown(result))
     return 0
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The scale-out section of the benchmark report."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = ["## Scale-out", "", f"Measured by `{result['command'].strip()}` on {result['cpus']} cores "
+             f"(load average at the end {load}).", ""]
+    workers = result.get("workers")
+    if workers:
+        lines += [f"`servegate serve --workers 2` against `--workers 1`, the same load in one run, alternating "
+                  f"{workers['order']}; {result['duration_s']:g} s per load, MLP, 1 row per request, "
+                  "wrk (REST binary) and h2load (gRPC) on the same cores:", "",
+                  "| protocol | workers 1 req/s | workers 2 req/s | ratio |", "|---|---:|---:|---:|"]
+        for proto in ("rest", "grpc"):
+            w = workers[proto]
+            lines.append(f"| {proto} | {w['workers_1_rps']:,.1f} | {w['workers_2_rps']:,.1f} | {w['ratio']}x |")
+        lines.append("")
+    prop = result.get("propagation")
+    if prop:
+        keys = [k for k in ("changes", "p50_ms", "p90_ms", "p99_ms", "max_ms") if k in prop]
+        lines += ["Route propagation: a 100/0 switch through replica 1's admin API, timed until replicas 2 and 3 "
+                  "(sharing a private redis-server) both answer with the new version:", "",
+                  "| " + " | ".join(keys) + " |", "|" + "---:|" * len(keys),
+                  "| " + " | ".join(str(prop[k]) for k in keys) + " |", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
