@@ -62,18 +62,19 @@ def play_canary(run: Run, name: str) -> Outcome:
     o, admin = run.opts, run.gateway.admin
     candidate = ro.prepare_candidate(run)
     spec = ro.canary_spec(candidate, o.window_s, o.rate)
-    load = run.background("canary", run.scenario(tally=True), run.plan(o.duration_s, rate=o.rate))
-    fault: Fault | None = None
-    with run.sampler(rollout=True):
-        run.wait(ro.LEAD_S)
-        started = admin.start_rollout(o.model, spec)["status"]
-        run.event("rollout.start", f"candidate {candidate}: steps {ro.STEPS}", t=started["started_at"])
-        if name != "good-canary":
-            fault = _inject_partway(run, name, candidate)
-        final = ro.wait_terminal(admin, o.model, deadline=time.monotonic() + o.duration_s + ro.LEAD_S)
-        result = load.result(timeout_s=o.duration_s + 120)
-    after = model_figures(admin.metrics(), o.model)
-    ro.clean_up(admin, o.model, candidate, fault is not None)
+    with ro.left_clean(admin, o.model) as faulted:
+        load = run.background("canary", run.scenario(tally=True), run.plan(o.duration_s, rate=o.rate))
+        fault: Fault | None = None
+        with run.sampler(rollout=True):
+            run.wait(ro.LEAD_S)
+            started = admin.start_rollout(o.model, spec)["status"]
+            run.event("rollout.start", f"candidate {candidate}: steps {ro.STEPS}", t=started["started_at"])
+            if name != "good-canary":
+                fault = _inject_partway(run, name, candidate)
+                faulted.update([candidate] if fault else [])
+            final = ro.wait_terminal(admin, o.model, deadline=time.monotonic() + o.duration_s + ro.LEAD_S)
+            result = load.result(timeout_s=o.duration_s + 120)
+        after = model_figures(admin.metrics(), o.model)
     doc = admin.rollout(o.model)
     status = (doc or {}).get("status") or final
     ro.mark_end(run, status)

@@ -3,7 +3,10 @@ steps and outcomes, and leaving the gateway clean (faults cleared, a live rollou
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from loadtests.game import AdminApi, AdminError
@@ -91,13 +94,22 @@ def baseline_p99_ms(history: list[dict[str, Any]]) -> float:
     return max((float(v) for v in values if isinstance(v, int | float)), default=0.0)
 
 
-def clean_up(admin: AdminApi, model: str, candidate: str, faulted: bool) -> None:
-    """Leaves the gateway as found: faults cleared, a rollout still live aborted."""
-    if faulted:
-        admin.clear_faults(model, candidate)
-    status = _status(admin, model)
-    if status and status["phase"] not in TERMINAL:
-        admin.abort_rollout(model)
+@contextmanager
+def left_clean(admin: AdminApi, model: str) -> Iterator[set[str]]:
+    """Yields the set to which a scenario adds the versions it sets faults on; on the way out, even after
+    an error, those faults are cleared and a rollout still live is aborted: the gateway is left as found."""
+    faulted: set[str] = set()
+    try:
+        yield faulted
+    finally:
+        try:
+            for version in sorted(faulted):
+                admin.clear_faults(model, version)
+            status = _status(admin, model)
+            if status and status["phase"] not in TERMINAL:
+                admin.abort_rollout(model)
+        except AdminError as exc:  # the gateway may be gone; say so rather than hide the first error
+            print(f"warning: could not leave {model} clean: {exc}", file=sys.stderr)
 
 
 def mark_end(run: Run, status: dict[str, Any]) -> None:

@@ -69,6 +69,17 @@ def test_ramp_rates_rise_geometrically_and_the_sustainable_rate_survives_one_noi
     assert ramp.sustainable([{"rate": 50, "held": True}]) == (50, None)
 
 
+def test_a_ramp_step_is_judged_on_its_seconds_so_one_stalled_second_does_not_break_it() -> None:
+    def result(p99s: list[float]) -> dict[str, Any]:
+        return {"requests": {"answered": 500, "ok": 500, "errors": 0}, "schedule": {"intended": 500, "unsent": 0},
+                "throughput": {"requests_per_s": 100.0}, "latency_s": {"p50": 0.003, "p99": max(p99s)},
+                "series": [{"count": 100, "errors": 0, "p99_s": v} for v in p99s], "client": {"busy": 0.1}}
+    stalled_once = ramp.step_figures(100, result([0.01, 0.01, 0.4, 0.01, 0.01]), 50, 0.001)
+    assert stalled_once["held"] and stalled_once["p99_ms"] == pytest.approx(10) and stalled_once["step_p99_ms"] == 400
+    saturated = ramp.step_figures(100, result([0.03, 0.08, 0.2, 0.4, 0.9]), 50, 0.001)
+    assert not saturated["held"] and saturated["p99_ms"] == pytest.approx(200)
+
+
 def test_growth_is_the_fitted_rise_over_the_second_half() -> None:
     assert slope([(0, 1.0), (1, 3.0), (2, 5.0)]) == pytest.approx(2.0)
     assert slope([(0, 1.0), (1, 2.0)]) is None
