@@ -15,7 +15,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 Doc = Mapping[str, Any]
 EVENT_STYLE = {  # kind -> (colour, line style)
@@ -91,6 +91,7 @@ def latency(doc: Doc, path: Path) -> None:
     if any(s["p99_s"] > 0 for s in series):
         lat.set_yscale("log")
         lat.yaxis.set_major_formatter(ScalarFormatter())
+        lat.yaxis.set_minor_formatter(NullFormatter())  # decade labels only: the log scale stays readable
     lat.set_ylabel("latency (ms)")
     thr.plot(*_gapped(series, lambda s: s["count"] - s["errors"]), label="ok / s", linewidth=1)
     thr.plot(*_gapped(series, lambda s: s["errors"]), label="errors / s", color="tab:red", linewidth=1)
