@@ -130,6 +130,10 @@ class Gateway:
                                          self.scaleout.mirror.route(self.authenticator)],
                                   tls=tls, reuse_port=reuse)
 
+    def route_now(self, decision: Decision) -> None:
+        """A rollback takes traffic away from the candidate here before it is even written."""
+        self.sync.apply_local(decision.route, revision=-1)
+
     def record_decision(self, decision: Decision) -> None:
         """Every applied rollout decision: its route takes effect here at once (the store notifies the
         other replicas), and it is counted in the metrics."""
@@ -177,7 +181,8 @@ class Gateway:
         if self.settings.controller.enabled:  # competes for the lease with every other controller
             controller = self.scaleout.controller(self.store, self.registry, self.live_metrics,
                                                   on_decision=self.record_decision,
-                                                  profiles=self.drift.model_profile)
+                                                  profiles=self.drift.model_profile,
+                                                  on_rollback=self.route_now)
             self._tasks.append(asyncio.ensure_future(controller.run(self._stop)))
 
     async def _load_repository(self) -> None:

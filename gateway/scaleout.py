@@ -64,7 +64,8 @@ class ScaleOut:
 
     def controller(self, store: StateStore, registry: RegistryPort, live: LiveMetrics,
                    on_decision: Callable[[Decision], None] | None = None,
-                   profiles: Callable[[str], Profile | None] | None = None) -> Controller:
+                   profiles: Callable[[str], Profile | None] | None = None,
+                   on_rollback: Callable[[Decision], None] | None = None) -> Controller:
         """The promotion controller of this process, acting only while it holds the lease. When other
         processes serve too, it reads every replica's shipped slices instead of this process's, and
         judges each window once they are all in the store (its clock runs `SETTLE_S` behind)."""
@@ -74,7 +75,8 @@ class ScaleOut:
             shadow = SharedShadow(self.replication.payloads)
             live, clock = live.with_slices(self.replication.slices, drift, shadow), lagged_clock()
         return Controller(store, registry, live, interval_s=self.settings.controller.interval_s,
-                          clock=clock, leadership=self.leadership, on_decision=on_decision)
+                          clock=clock, leadership=self.leadership, on_decision=on_decision,
+                          on_rollback=on_rollback)
 
     async def start(self) -> None:
         """The first look at the store; raises `StoreUnavailable` when it is marked as having lost its

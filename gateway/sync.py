@@ -56,6 +56,7 @@ class StateSync:
         # True while the store must not be followed (it lost its data): the last tables stay in force.
         self.hold: Callable[[], bool] = lambda: False
         self._revisions: dict[str, int] = {}
+        self._weighted: dict[str, set[str]] = {}  # versions whose weight gauge is set, per model
         self._locks: dict[str, asyncio.Lock] = {}
         self._changes: asyncio.Queue[str] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -201,8 +202,12 @@ class StateSync:
                 task.add_done_callback(self._background.discard)
 
     def _publish_weights(self, table: RouteTable) -> None:
+        """Every version the table routes to gets its weight; one that left the table drops to 0."""
+        for version in self._weighted.get(table.model, set()) - set(table.weights):
+            self.metrics.traffic_weight.labels(table.model, version).set(0)
         for version, weight in table.weights.items():
             self.metrics.traffic_weight.labels(table.model, version).set(weight)
+        self._weighted[table.model] = set(table.weights)
 
     async def _reload_watched(self, kinds: list[str]) -> None:
         if self.hold():

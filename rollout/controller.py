@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from rollout.analysis import Observation
-from rollout.decide import Decision, Phase, RolloutStatus, begin, command, decide
+from rollout.decide import Action, Decision, Phase, RolloutStatus, begin, command, decide
 from rollout.errors import Conflict, InvalidSpec, NotFound, RolloutError, StaleWrite, StoreUnavailable
 from rollout.spec import RolloutSpec, parse_spec
 from rollout.store.base import KIND_ROLLOUT, KIND_ROUTE, Document, StateStore, Write
@@ -80,13 +80,17 @@ class Controller:
     def __init__(self, store: StateStore, registry: RegistryPort, metrics: MetricsSource, *,
                  interval_s: float = 1.0, actor: str = "controller",
                  clock: Callable[[], float] = time.time, leadership: Leadership | None = None,
-                 on_decision: Callable[[Decision], None] | None = None) -> None:
+                 on_decision: Callable[[Decision], None] | None = None,
+                 on_rollback: Callable[[Decision], None] | None = None) -> None:
         if not interval_s > 0:
             raise InvalidSpec("interval_s", f"expected seconds > 0, got {interval_s!r}")
         self._store, self._registry, self._metrics = store, registry, metrics
         self._interval_s, self._actor, self._clock = interval_s, actor, clock
         self._leadership = leadership
         self._on_decision = on_decision  # e.g. metrics; called for every applied decision
+        # Called with a rollback before it is written, so that this process stops sending traffic to
+        # the candidate at the moment of the decision rather than a store round trip later.
+        self._on_rollback = on_rollback
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -148,6 +152,8 @@ class Controller:
             # acting already, so this decision is dropped; the compare-and-set guards the rest.
             _log.warning("lease lost during the tick; %s decision for %s dropped", decision.action, model)
             return None
+        if decision.action is Action.ROLLBACK and self._on_rollback is not None:
+            self._on_rollback(decision)
         await asyncio.to_thread(apply_decision, self._store, self._registry, spec, doc, decision,
                                 self._actor)
         if self._on_decision is not None:

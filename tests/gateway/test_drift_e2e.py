@@ -106,6 +106,8 @@ def test_a_candidate_with_shifted_predictions_is_rolled_back_on_prediction_psi(t
     assert 'servegate_rollout_phase{model="mlp",phase="rolled_back"} 1.0' in metrics
     assert 'servegate_rollout_phase{model="mlp",phase="progressing"} 0.0' in metrics
     assert 'servegate_controller_decisions_total{action="rollback",model="mlp"} 1.0' in metrics
+    assert 'servegate_traffic_weight{model="mlp",version="2"} 0.0' in metrics  # left the table: 0
+    assert 'servegate_traffic_weight{model="mlp",version="1"} 100.0' in metrics
     last = rollout["history"][-1]
     assert [c["name"] for c in last["checks"] if c["outcome"] == "breached"] == ["max_prediction_psi"]
     assert last["measurements"]["candidate_error_rate"] == 0.0

@@ -133,6 +133,19 @@ def test_a_failing_candidate_is_rolled_back_with_evidence() -> None:
     assert rollback.after is not None and rollback.after["weights"] == {"1": 100, "2": 0}
 
 
+def test_a_rollback_reaches_the_local_router_before_it_is_written() -> None:
+    rig = Rig()
+    seen: list[tuple[dict[str, object], dict[str, int]]] = []
+    rig.controller = Controller(rig.store, rig.registry, rig.metrics, interval_s=0.001,
+                                on_rollback=lambda d: seen.append((rig.route(), dict(d.route.weights))))
+    rig.metrics.set("2", error_rate=0.2)
+    rig.start()
+    assert tick(rig, T0 + 10) == ["rollback"]
+    # the store still holds the pre-rollback route when the hook runs
+    assert seen == [({"fallback": "1", "policy": "canary", "weights": {"1": 90, "2": 10}}, {"1": 100})]
+    assert rig.route() == {"policy": "canary", "weights": {"1": 100}}
+
+
 def test_a_repeated_tick_writes_nothing_new() -> None:
     rig = Rig()
     rig.start()
