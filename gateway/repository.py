@@ -49,6 +49,7 @@ class ModelConfig:
     drift_sample_rows: int = 0  # rows of a batch binned: 0 = auto (sampled for wide models), -1 = all
     reference_rows: int = 1000  # rows of live traffic that become the reference when none is given
     drift: bool = True  # bin inputs and outputs for drift (off: no drift figures for this model)
+    drift_cpu_budget: float = 0.01  # share of one core each version's drift binning may take (0 = no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ _INT_FIELDS = {
 def parse_config(raw: Mapping[str, Any], defaults: ModelConfig, source: str = "config") -> ModelConfig:
     """Validates a config mapping; errors name `source` and the field."""
     known = set(_INT_FIELDS) | {"max_queue_delay", "max_queue_delay_us", "provider", "inputs", "drift",
-                                "default_timeout", "default_timeout_us", "latency_budget_ms"}
+                                "default_timeout", "default_timeout_us", "latency_budget_ms", "drift_cpu_budget"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown field(s) {unknown}; expected some of {sorted(known)}")
@@ -152,6 +153,12 @@ def parse_config(raw: Mapping[str, Any], defaults: ModelConfig, source: str = "c
         if not isinstance(budget, int | float) or isinstance(budget, bool) or budget <= 0:
             raise ConfigError(f"{source}: latency_budget_ms must be a positive number, got {budget!r}")
         values["latency_budget_ms"] = float(budget)
+    if "drift_cpu_budget" in raw:
+        share = raw["drift_cpu_budget"]
+        if not isinstance(share, int | float) or isinstance(share, bool) or not 0 <= share <= 1:
+            raise ConfigError(f"{source}: drift_cpu_budget must be a share of one core from 0 to 1 "
+                              f"(0 = no limit), got {share!r}")
+        values["drift_cpu_budget"] = float(share)
     if "inputs" in raw:
         values["inputs"] = _parse_inputs(raw["inputs"], source)
     return replace(defaults, **values)

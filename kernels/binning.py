@@ -151,12 +151,16 @@ def _add_counts(rows: int, ge: Any, tail: Any, counts: Any) -> None:
         counts[f, n_edges + 3] += tail[2, f]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def bin_batch(values: Any, edges: Any, counts: Any) -> None:
     """Add the histogram of C-contiguous `values` [rows, F] into `counts` [F, E + 4] (int64).
 
     `edges` is [E, W] with W >= F, each column sorted ascending (pad columns and unused edges with
     +inf); float32 values take float32 edges, everything else float64 edges.
+
+    It holds the GIL. It runs on an inference worker thread beside the event loop, for tens of
+    microseconds: letting the GIL go would make the worker wait for the loop to hand it back (up to
+    the interpreter's switch interval) before it can post the next batch.
     """
     rows, features = values.shape
     n_edges, width = edges.shape
@@ -171,6 +175,19 @@ def bin_batch(values: Any, edges: Any, counts: Any) -> None:
         work = _stage(values.reshape(-1), start, rows, features, edges)
         _count_at_or_above(work, features, (rows - start + BLOCK - 1) // BLOCK, edges, ge)
     _add_counts(rows, ge, tail, counts)
+
+
+@njit(cache=True)
+def copy_rows(dst: Any, start: int, src: Any) -> None:
+    """Copy `src` [rows, F] into `dst` [capacity, F] from row `start` (same dtype, caller checks room).
+
+    Holds the GIL: a few kilobytes copy in less time than a hand-over of the GIL to the event loop
+    and back would take (numpy's own copy lets the GIL go from 500 elements on).
+    """
+    rows, features = src.shape
+    for r in range(rows):
+        for f in range(features):
+            dst[start + r, f] = src[r, f]
 
 
 def float32_edges(edges: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, np.dtype[np.float32]]:

@@ -88,7 +88,7 @@ def _batch_m2(values: Any, mean: Any, m2: Any) -> None:
             m2[f] += d * d if v - v == 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)  # holds the GIL, as binning.bin_batch does and for the same reason
 def update_moments(values: Any, state: Any) -> None:
     """Merge the finite values of `values` [rows, F] into `state` [5, F]."""
     features = values.shape[1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels.binning import EdgeTable
+from kernels.binning import BLOCK, EdgeTable, copy_rows
 from kernels.divergence import PSI_EPSILON, js_distance, ks_binned, psi
 from kernels.moments import MEAN, merge_moments, new_state, update_moments, variance
 from kernels.profile import DEFAULT_BINS, Profile, ProfileBuilder, TensorProfile
@@ -42,6 +43,7 @@ class DriftConfig:
     live_reference_rows: int = 1000  # rows that become the reference when no profile is given
     bins: int = DEFAULT_BINS  # quantile bins of a live reference
     sample_rows: int = 0  # bin at most this many rows of each batch (0 = all rows)
+    cpu_budget: float = 0.0  # share of one core binning may take; batches over it are left out (0 = no limit)
     seed: int = 0  # of the row sampler, so that runs repeat
     epsilon: float = PSI_EPSILON  # floor of a bin's proportion in PSI
     top_features: int = 5  # how many drifting features a report names
@@ -56,6 +58,9 @@ class DriftConfig:
             raise ValueError(f"bins: expected an integer >= 2, got {self.bins!r}")
         if isinstance(self.sample_rows, bool) or not isinstance(self.sample_rows, int) or self.sample_rows < 0:
             raise ValueError(f"sample_rows: expected an integer >= 0 (0 = every row), got {self.sample_rows!r}")
+        budget = self.cpu_budget
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 <= budget <= 1:
+            raise ValueError(f"cpu_budget: expected a share of one core from 0 to 1 (0 = no limit), got {budget!r}")
         if self.keep_seconds < self.slice_seconds:
             raise ValueError("keep_seconds: expected at least slice_seconds")
 
@@ -89,10 +94,28 @@ class _Slice:
             m[:] = new_state(m.shape[1])
 
 
+PENDING_ROWS = 64  # small batches wait here until this many rows can be binned at once
+
+
+class _Pending:
+    """Rows of batches smaller than a kernel block, held until PENDING_ROWS of them (or the end of
+    their slice of time, or a reader) make binning them worth its fixed cost. Under `lock`."""
+
+    __slots__ = ("buffers", "lock", "rows", "seen", "tick")
+
+    def __init__(self, plans: tuple[_Plan, ...]) -> None:
+        self.lock = threading.Lock()
+        self.tick = 0
+        self.rows = 0  # rows held (sampled rows, where the monitor samples)
+        self.seen = 0  # rows of the batches they came from
+        self.buffers: list[Array | None] = [None] * len(plans)
+
+
 @dataclass(frozen=True, slots=True)
 class _State:
     plans: tuple[_Plan, ...]
     slices: tuple[_Slice, ...]
+    pending: _Pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +126,32 @@ class WindowCounts:
     rows: int
     counts: tuple[Array, ...]
     moments: tuple[Array, ...]
+
+
+class _Budget:
+    """A token bucket of time: binning may spend `share` of one core, in bursts of up to one second's
+    worth. Batches that find it empty are not binned; as it refills at a steady rate, the batches
+    binned under load are spread evenly over time. Time is measured on the wall clock, so a thread
+    descheduled while binning is charged for the wait: under contention the monitor backs off more."""
+
+    __slots__ = ("capacity", "last", "lock", "share", "tokens")
+
+    def __init__(self, share: float, now: float | None = None) -> None:
+        self.share = share
+        self.capacity = share  # seconds of binning: one second at the budget
+        self.tokens = self.capacity
+        self.last = time.perf_counter() if now is None else now
+        self.lock = threading.Lock()
+
+    def admit(self, now: float) -> bool:
+        with self.lock:
+            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.share)
+            self.last = now
+            return self.tokens > 0.0
+
+    def charge(self, seconds: float) -> None:
+        with self.lock:
+            self.tokens -= seconds
 
 
 class DriftMonitor:
@@ -128,8 +177,10 @@ class DriftMonitor:
         self._builder: ProfileBuilder | None = None
         self._profile: Profile | None = None
         self._build_lock = threading.Lock()
-        self._rng = np.random.default_rng(self.config.seed)
-        self._rng_lock = threading.Lock()
+        self._random = random.Random(self.config.seed)
+        self._budget = _Budget(self.config.cpu_budget) if self.config.cpu_budget > 0 else None
+        self.over_budget = 0  # batches left out by the CPU budget
+        self.busy_s = 0.0  # wall time spent in `record` (under a race between workers an addition may be lost)
         self._skips: dict[str, int] = {}
         self._skip_lock = threading.Lock()
         self.reference_source = "profile" if profile is not None else "live"
@@ -166,14 +217,25 @@ class DriftMonitor:
 
     def record(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
         """Count one batch. Never raises: a tensor that cannot be binned is skipped, counted and logged once."""
+        start = time.perf_counter()
         try:
             state = self._state
             if state is None:
                 state, inputs, outputs = self._feed_reference(inputs, outputs)
-            if state is not None:
+            if state is None:
+                return
+            budget = self._budget
+            if budget is None:
                 self._count(state, inputs, outputs)
+            elif not budget.admit(start):
+                self.over_budget += 1  # as busy_s: a lost increment under a race is harmless
+            else:
+                self._count(state, inputs, outputs)
+                budget.charge(time.perf_counter() - start)
         except Exception as exc:  # the request path must never fail because of drift accounting
             self._skip("*", f"unexpected error {type(exc).__name__}: {exc}")
+        finally:
+            self.busy_s += time.perf_counter() - start
 
     def window(self, seconds: float, now: float | None = None) -> WindowCounts:
         """Sum of the slices covering the last `seconds` up to `now` (default: the clock)."""
@@ -183,6 +245,7 @@ class DriftMonitor:
         state = self._state
         if state is None:
             return WindowCounts(seconds, 0, (), ())
+        self._flush(state)
         last = self._tick(self._clock() if now is None else now)
         first = last - math.ceil(seconds / self.config.slice_seconds - 1e-9) + 1
         counts = [p.table.new_counts() for p in state.plans]
@@ -239,6 +302,44 @@ class DriftMonitor:
         rows = batch[0][1].shape[0]
         batch = self._sample(batch, rows)
         tick = self._tick(self._clock())
+        binned = sum(v.shape[0] for i, v in batch if i == batch[0][0])
+        if binned >= BLOCK or len({i for i, _ in batch}) != len(state.plans):
+            self._add(state, tick, batch, rows)
+            return
+        # A batch smaller than a block would cost the kernels as much as a whole block, plus their
+        # fixed costs: single-row traffic makes every batch that small. Such rows wait in `pending`.
+        p = state.pending
+        with p.lock:
+            if p.rows and (p.tick != tick or p.rows + binned > PENDING_ROWS or not self._fits(p, batch)):
+                self._flush_locked(state)
+            p.tick = tick
+            for i, values in batch:
+                buffer = p.buffers[i]
+                if buffer is None or buffer.dtype != values.dtype:
+                    buffer = p.buffers[i] = np.empty((PENDING_ROWS, values.shape[1]), values.dtype)
+                copy_rows(buffer, p.rows + _offset(batch, i, values), values)
+            p.rows += binned
+            p.seen += rows
+            if p.rows + BLOCK > PENDING_ROWS:
+                self._flush_locked(state)
+
+    @staticmethod
+    def _fits(p: _Pending, batch: list[tuple[int, Array]]) -> bool:
+        return all(p.buffers[i] is None or p.buffers[i].dtype == v.dtype for i, v in batch)  # type: ignore[union-attr]
+
+    def _flush(self, state: _State) -> None:
+        p = state.pending
+        with p.lock:
+            if p.rows:
+                self._flush_locked(state)
+
+    def _flush_locked(self, state: _State) -> None:
+        p = state.pending
+        held = [(i, b[: p.rows]) for i, b in enumerate(p.buffers) if b is not None]
+        self._add(state, p.tick, held, p.seen)
+        p.rows = p.seen = 0
+
+    def _add(self, state: _State, tick: int, batch: list[tuple[int, Array]], rows: int) -> None:
         s = state.slices[tick % len(state.slices)]
         with s.lock:
             if s.tick != tick:
@@ -280,9 +381,13 @@ class DriftMonitor:
         k = self.config.sample_rows
         if not k or rows <= k:
             return batch
-        with self._rng_lock:
-            chosen = np.sort(self._rng.choice(rows, size=k, replace=False))
-        return [(i, v[chosen]) for i, v in batch]
+        # k consecutive rows from a random start, wrapping round the end of the batch: every row is
+        # binned with probability k / rows, with one random draw and no copy (the pieces are views).
+        start = self._random.randrange(rows)
+        end = start + k
+        if end <= rows:
+            return [(i, v[start:end]) for i, v in batch]
+        return [(i, piece) for i, v in batch for piece in (v[start:], v[: end - rows])]
 
     def _tick(self, now: float) -> int:
         return math.floor(now / self.config.slice_seconds)
@@ -324,7 +429,7 @@ class DriftMonitor:
         )
         ring = math.ceil(self.config.keep_seconds / self.config.slice_seconds) + 1
         self._profile = profile
-        self._state = _State(plans, tuple(_Slice(plans) for _ in range(ring)))
+        self._state = _State(plans, tuple(_Slice(plans) for _ in range(ring)), _Pending(plans))
 
     def _report(self, baseline: str, plans: tuple[_Plan, ...], bases: list[tuple[Array, Array]], w: WindowCounts) -> DriftReport:
         eps, top = self.config.epsilon, self.config.top_features
@@ -336,6 +441,17 @@ class DriftMonitor:
             for p, (ref, ref_m), cur, cur_m in zip(plans, bases, w.counts, w.moments, strict=True)
         )
         return DriftReport(baseline, w.seconds, w.rows, True, tensors)
+
+
+def _offset(batch: list[tuple[int, Array]], i: int, values: Array) -> int:
+    """Rows of tensor `i` in `batch` before the piece `values` (a sample can come in two pieces)."""
+    before = 0
+    for j, v in batch:
+        if v is values:
+            return before
+        if j == i:
+            before += v.shape[0]
+    return before
 
 
 def _numeric(tensors: Mapping[str, Any]) -> dict[str, Array]:

@@ -14,13 +14,17 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gateway.models import LoadedVersion
 from gateway.observability.drift import DriftConfig, DriftMonitor
 from gateway.observability.metrics import Metrics
 from gateway.repository import ModelConfig
+from kernels.binning import BLOCK
 from kernels.profile import Profile
 from kernels.report import DriftReport, TensorDrift
 from rollout.errors import NotFound, RolloutError, StoreUnavailable
@@ -45,6 +49,7 @@ class DriftTracker:
         self._monitors: dict[tuple[str, str], DriftMonitor] = {}
         self._hooks: dict[tuple[str, str], tuple[LoadedVersion, Callable[..., None]]] = {}
         self._saved: set[tuple[str, str]] = set()
+        metrics.registry.register(_DriftCost(self._monitors))
 
     # --- attaching monitors (sync.on_load) -------------------------------------------------------
 
@@ -182,7 +187,30 @@ class DriftTracker:
         out["top_features"] = _top_features(report, monitor.config.top_features)
         if monitor.skipped:
             out["skipped"] = monitor.skipped
+        out["sampling"] = {"rows_per_batch": monitor.config.sample_rows or "all",
+                           "cpu_budget": monitor.config.cpu_budget or "none",
+                           "batches_over_budget": monitor.over_budget}
         return out
+
+
+class _DriftCost(Collector):
+    """What drift costs, read from the monitors when scraped: time spent binning, and batches the CPU
+    budget left out."""
+
+    def __init__(self, monitors: dict[tuple[str, str], DriftMonitor]) -> None:
+        self._monitors = monitors
+
+    def collect(self) -> Iterator[Metric]:
+        busy = CounterMetricFamily("servegate_drift_busy_seconds",
+                                   "Wall time inference workers spent on drift binning.", labels=["model", "version"])
+        over = CounterMetricFamily("servegate_drift_over_budget_batches",
+                                   "Batches left out of drift binning by the model's drift_cpu_budget.",
+                                   labels=["model", "version"])
+        for (model, version), monitor in list(self._monitors.items()):
+            busy.add_metric([model, version], monitor.busy_s)
+            over.add_metric([model, version], monitor.over_budget)
+        yield busy
+        yield over
 
 
 def _features_per_row(profile: Profile | None, loaded: LoadedVersion) -> int:
@@ -199,12 +227,16 @@ def sample_rows(configured: int, features: int) -> int:
     if configured < 0:
         return 0  # the monitor's "every row"
     limit = AUTO_SAMPLE_VALUES // max(1, features)
-    return 0 if limit >= 64 else max(AUTO_SAMPLE_MIN_ROWS, limit)
+    if limit >= 64:
+        return 0
+    # The kernel compares rows eight at a time: a partial block costs a whole one.
+    return max(AUTO_SAMPLE_MIN_ROWS, limit // BLOCK * BLOCK)
 
 
 def _drift_config(config: ModelConfig, features: int) -> DriftConfig:
     return DriftConfig(keep_seconds=KEEP_SECONDS, live_reference_rows=config.reference_rows,
-                       bins=config.drift_bins, sample_rows=sample_rows(config.drift_sample_rows, features))
+                       bins=config.drift_bins, sample_rows=sample_rows(config.drift_sample_rows, features),
+                       cpu_budget=config.drift_cpu_budget)
 
 
 def _seconds(start: float, end: float) -> float:

@@ -63,7 +63,9 @@ def test_reference_traffic_is_quiet_and_a_shifted_feature_is_named_first(repo_co
         status, quiet = admin(gw, "GET", "/admin/v1/models/tabular/versions/2/drift?window=10s", role="viewer")
         assert status == 200 and quiet["reference_source"] == "profile"
         features = next(t for t in quiet["tensors"] if t["tensor"] == "features" and t["role"] == "input")
-        assert features["rows"] >= 3000
+        # every batch of 16 rows is binned, unless the drift CPU budget (1 % of a core) left it out
+        assert features["rows"] + 16 * quiet["sampling"]["batches_over_budget"] >= 3000
+        assert features["rows"] >= 1500
         assert features["psi_max"] < 0.1
         assert len(features["features"]) == 30
         time.sleep(3.0)  # the shifted traffic gets windows of its own
@@ -71,7 +73,15 @@ def test_reference_traffic_is_quiet_and_a_shifted_feature_is_named_first(repo_co
         shifted[:, 7] += 2 * reference[:, 7].std()
         send_rows(gw, "tabular", "features", shifted)
         status, drift = admin(gw, "GET", "/admin/v1/models/tabular/versions/2/drift?window=2s", role="viewer")
+        assert gw.gateway is not None
+        metrics = gw.gateway.metrics.render().decode()
     assert status == 200
+    assert drift["sampling"] == {"rows_per_batch": "all", "cpu_budget": 0.01,
+                                 "batches_over_budget": drift["sampling"]["batches_over_budget"]}
+    busy = next(line for line in metrics.splitlines()
+                if line.startswith('servegate_drift_busy_seconds_total{model="tabular",version="2"}'))
+    assert 0 < float(busy.rsplit(" ", 1)[1]) < 5  # 6000 rows binned: milliseconds, not seconds
+    assert 'servegate_drift_over_budget_batches_total{model="tabular",version="2"}' in metrics
     top = drift["top_features"][0]
     assert top["feature"] == "features[7]" and top["psi"] > 0.25
     inputs = next(t for t in drift["tensors"] if t["tensor"] == "features")

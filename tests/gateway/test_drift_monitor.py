@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.observability.drift import DriftConfig, DriftMonitor
+from gateway.observability.drift import DriftConfig, DriftMonitor, _Budget
 from kernels import warm_up
 from kernels.profile import Profile, build_profile
 
@@ -250,9 +250,87 @@ def test_summary_is_json_safe_and_marks_missing_data_as_null() -> None:
         ("live_reference_rows", 1.5, "live_reference_rows: expected a positive integer"),
         ("bins", 1, "bins: expected an integer >= 2"),
         ("sample_rows", -1, "sample_rows: expected an integer >= 0"),
+        ("cpu_budget", 1.5, "cpu_budget: expected a share of one core from 0 to 1"),
         ("epsilon", -1e-4, "epsilon: expected a positive number"),
     ],
 )
 def test_bad_settings_name_the_field(field: str, value: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DriftConfig(**{field: value})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_small_batches_wait_then_count_exactly_as_whole_ones(dtype: Any) -> None:
+    # Batches under a kernel block are held and binned together: the counts and moments must be
+    # those of binning each second's rows at once, across slice boundaries and reads in between.
+    rng = np.random.default_rng(3)
+    rows = (rng.normal(size=(300, 12)) * 4).astype(dtype)
+    profile = build_profile({"x": rows[:200]}, predict(rows[:200].astype(np.float64)))
+    clocks = Clock(), Clock()
+    small, whole = (DriftMonitor(profile, clock=c) for c in clocks)
+    seconds: dict[int, list[int]] = {}
+    at, t = 0, 0.0
+    while at < rows.shape[0]:
+        n = int(rng.integers(1, 4))
+        chunk = rows[at:at + n]
+        clocks[0].now = 1000.0 + t
+        small.record({"x": chunk}, predict(chunk.astype(np.float64)))
+        seconds.setdefault(int(t), []).extend(range(at, at + len(chunk)))
+        if at % 50 < 3:
+            small.window(60)  # a reader in between takes what is held
+        at, t = at + n, t + 0.07
+    for second, index in seconds.items():
+        clocks[1].now = 1000.0 + second
+        whole.record({"x": rows[index]}, predict(rows[index].astype(np.float64)))
+    clocks[0].now = clocks[1].now = 1000.0 + t
+    a, b = small.window(60), whole.window(60)
+    assert small.skipped == {} and whole.skipped == {}
+    assert a.rows == b.rows == rows.shape[0]
+    for ca, cb in zip(a.counts, b.counts, strict=True):
+        np.testing.assert_array_equal(ca, cb)
+    for ma, mb in zip(a.moments, b.moments, strict=True):
+        np.testing.assert_allclose(ma, mb, rtol=1e-9, atol=1e-9)
+    for second, index in seconds.items():  # and each row in the slice of the second it came in
+        at_second = 1000.0 + second + 0.5
+        assert small.window(1, at_second).rows == whole.window(1, at_second).rows == len(index)
+        np.testing.assert_array_equal(small.window(1, at_second).counts[0], whole.window(1, at_second).counts[0])
+
+
+def test_a_small_batch_missing_a_tensor_is_counted_without_the_held_rows() -> None:
+    clock = Clock()
+    monitor = DriftMonitor(reference(features=10, rows=2000), clock=clock)
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        monitor.record(*traffic(rng, 2, 10))  # held
+    inputs, outputs = traffic(rng, 2, 10)
+    monitor.record(inputs, {"label": outputs["label"]})  # no score: binned at once, score skipped
+    w = monitor.window(60)
+    keys = monitor.tensor_keys()
+    sums = {key: int(c.sum(axis=1)[0]) for key, c in zip(keys, w.counts, strict=True)}
+    assert sums == {("input", "x"): 8, ("output", "label"): 8, ("output", "score"): 6}
+
+
+def test_the_cpu_budget_is_a_bucket_of_time_that_refills_at_its_share() -> None:
+    budget = _Budget(0.01, now=0.0)  # 1 % of a core: 10 ms of binning per second, in bursts of 10 ms
+    assert budget.admit(0.0)
+    budget.charge(0.004)
+    assert budget.admit(0.0)
+    budget.charge(0.007)  # 1 ms overdrawn
+    assert not budget.admit(0.05)  # half a millisecond back
+    assert budget.admit(0.2)  # 1 ms back: in credit again
+    assert budget.admit(1000.0) and budget.tokens == pytest.approx(0.01)  # never more than one burst
+
+
+def test_batches_over_the_cpu_budget_are_left_out_and_counted() -> None:
+    clock = Clock()
+    rng = np.random.default_rng(5)
+    limited = DriftMonitor(reference(features=30, rows=2000), DriftConfig(cpu_budget=1e-6), clock=clock)
+    free = DriftMonitor(reference(features=30, rows=2000), DriftConfig(), clock=clock)
+    for _ in range(200):
+        batch = traffic(rng, 64, 30)
+        limited.record(*batch)
+        free.record(*batch)
+    assert free.window(60).rows == 200 * 64 and free.over_budget == 0
+    binned = limited.window(60).rows
+    assert 64 <= binned < 200 * 64 and binned % 64 == 0  # whole batches, the first within the burst
+    assert limited.over_budget == 200 - binned // 64
