@@ -5,13 +5,14 @@ in one run, and writes every figure and its ratio to its baseline as Markdown pl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +31,12 @@ DEFAULT_GATEWAY = ("{python} -m gateway.cli serve --repository {repository} "
                    "--http-port 0 --grpc-port 0 --admin-port 0")
 ECHO_AS_GATEWAY = "{python} -m loadtests echo --grpc-port 0 --http-port 0 --onnx {model_file}"
 SCENARIOS = ("overhead", "small", "large", "rest", "peers", "drift")
-DRIFT_ROUNDS = 3  # on/off alternations: the cost sought (a few %) is below this machine's run-to-run noise
+# The cost sought (a few %) is below this machine's run-to-run noise (an A/A pair of 8 s runs here
+# differs by up to 15 %): many short paired rounds, each pair in alternating order, and the median of
+# the pairs' ratios.
+DRIFT_ROUNDS = 8
+DRIFT_RUN_S = 4.0
+DRIFT_WARMUP_S = 1.0
 
 
 class Target(Protocol):
@@ -76,8 +82,10 @@ class BenchRun:
     commands: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, name: str, tool: str, server: str, result: dict[str, Any],
-            server_cores: float | None = None) -> None:
+            server_cores: float | None = None, server_cpu_s: float | None = None) -> None:
         self.runs[name] = {"tool": tool, "server": server, "result": result, "server_cores": server_cores}
+        if server_cpu_s is not None:
+            self.runs[name]["server_cpu_s"] = server_cpu_s
         print(f"  {name}: {figures.headline(self.runs[name])}", flush=True)
 
     def measure(self, name: str, tool: str, server: Target, run: Callable[[], dict[str, Any]]) -> None:
@@ -85,8 +93,9 @@ class BenchRun:
         before, start = cpu_seconds(server.pid), time.monotonic()
         result = run()
         after, wall = cpu_seconds(server.pid), time.monotonic() - start
-        cores = None if before is None or after is None or wall <= 0 else (after - before) / wall
-        self.add(name, tool, server.name, result, cores)
+        used = None if before is None or after is None else after - before
+        cores = None if used is None or wall <= 0 else used / wall
+        self.add(name, tool, server.name, result, cores, used)
 
 
 def add_parser(sub: Any) -> None:
@@ -184,12 +193,14 @@ def run_all(st: BenchSettings, repository: Path, model_file: Path) -> BenchRun:
     return bench
 
 
-def _py(bench: BenchRun, server: Target, protocol: str, concurrency: int, rows: int, suffix: str = "") -> None:
+def _py(bench: BenchRun, server: Target, protocol: str, concurrency: int, rows: int, suffix: str = "",
+        duration_s: float | None = None, warmup_s: float | None = None) -> None:
     st = bench.settings
     name = f"{server.name}/python/{protocol}/c{concurrency}/r{rows}{suffix}"
     sc = Scenario(protocol=protocol, model=MODEL, grpc_target=server.grpc, http_target=server.http, rows=rows,
                   label=name)
-    plan = LoadPlan(duration_s=st.duration_s, warmup_s=st.warmup_s, concurrency=concurrency,
+    plan = LoadPlan(duration_s=duration_s or st.duration_s,
+                    warmup_s=st.warmup_s if warmup_s is None else warmup_s, concurrency=concurrency,
                     workers=min(st.workers, concurrency))
     bench.measure(name, "python", server, lambda: execute(sc, plan))
 
@@ -213,12 +224,14 @@ def _grpc_bytes(server: Target, rows: int) -> bytes:
     return grpc_request(MODEL, "", random_tensors(sig.inputs, rows))
 
 
-def _h2load(bench: BenchRun, server: Target, concurrency: int, request: bytes, suffix: str = "") -> None:
+def _h2load(bench: BenchRun, server: Target, concurrency: int, request: bytes, suffix: str = "",
+            duration_s: float | None = None, warmup_s: float | None = None) -> None:
     st = bench.settings
     conns = min(st.h2load_connections, concurrency)
     def run() -> dict[str, Any]:
         return run_h2load(server.grpc or "", request, streams=max(1, concurrency // conns), connections=conns,
-                          duration_s=st.duration_s, warmup_s=st.warmup_s).to_dict()
+                          duration_s=duration_s or st.duration_s,
+                          warmup_s=st.warmup_s if warmup_s is None else warmup_s).to_dict()
     try:
         bench.measure(f"{server.name}/h2load/grpc/c{concurrency}/r1{suffix}", "h2load", server, run)
     except ClientMissing as exc:
@@ -307,7 +320,8 @@ def _peer_runs(bench: BenchRun, server: PeerTarget) -> None:
 
 def drift(bench: BenchRun, repository: Path) -> None:
     """The same gateway with drift binning on and off (a copy of the repository with `drift: false`),
-    loaded in turn: single-row requests with h2load, 64-row requests with the Python client."""
+    loaded in turn: single-row requests with h2load, 64-row requests with the Python client, in
+    DRIFT_ROUNDS pairs of short runs whose order alternates."""
     import shutil
 
     off = repository.parent / "repository-drift-off"
@@ -320,13 +334,50 @@ def drift(bench: BenchRun, repository: Path) -> None:
     off_cmd = gateway_command(template, off, off / MODEL / "1" / "model.onnx")
     bench.commands.update({"gateway-drift-on": on_cmd, "gateway-drift-off": off_cmd})
     st = bench.settings
+    quick = st.duration_s < DRIFT_RUN_S
+    rounds, run_s = (1, st.duration_s) if quick else (DRIFT_ROUNDS, DRIFT_RUN_S)
+    warmup_s = min(st.warmup_s, DRIFT_WARMUP_S)
     with running_all([("drift-on", on_cmd), ("drift-off", off_cmd)]) as (on, off_server):
         request = _grpc_bytes(on, 1)
-        for round_ in range(DRIFT_ROUNDS):
-            for server in (on, off_server):
-                if st.c_clients:
-                    _h2load(bench, server, st.small_concurrency, request, suffix=f"#{round_}")
-                _py(bench, server, "grpc", st.large_concurrency, st.large_rows, suffix=f"#{round_}")
+        for server in (on, off_server):  # both past first-use costs (the live reference) before any pair
+            _py(bench, server, "grpc", st.large_concurrency, st.large_rows, suffix="#warm", duration_s=run_s,
+                warmup_s=warmup_s)
+        for round_ in range(rounds):
+            order = (on, off_server) if round_ % 2 == 0 else (off_server, on)
+            if st.c_clients:
+                for server in order:
+                    with _drift_busy(bench, server, f"{server.name}/h2load/grpc/c{st.small_concurrency}/r1#{round_}"):
+                        _h2load(bench, server, st.small_concurrency, request, suffix=f"#{round_}",
+                                duration_s=run_s, warmup_s=warmup_s)
+            for server in order:
+                name = f"{server.name}/python/grpc/c{st.large_concurrency}/r{st.large_rows}#{round_}"
+                with _drift_busy(bench, server, name):
+                    _py(bench, server, "grpc", st.large_concurrency, st.large_rows, suffix=f"#{round_}",
+                        duration_s=run_s, warmup_s=warmup_s)
+
+
+@contextlib.contextmanager
+def _drift_busy(bench: BenchRun, server: Target, name: str) -> Iterator[None]:
+    """Adds to run `name` the seconds the gateway's drift binning took during it, from its metrics."""
+    admin = getattr(server, "endpoints", {}).get("admin")
+    before = _scrape_drift_busy(admin) if admin else None
+    yield
+    after = _scrape_drift_busy(admin) if admin else None
+    if before is not None and after is not None and name in bench.runs:
+        bench.runs[name]["drift_busy_s"] = after - before
+
+
+def _scrape_drift_busy(admin: str) -> float | None:
+    """Sum of `servegate_drift_busy_seconds_total` on a gateway's metrics endpoint."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("servegate_drift_busy_seconds_total{"))
 
 
 def settings_dict(st: BenchSettings) -> dict[str, Any]:

@@ -84,7 +84,7 @@ def _figure_rows(figs: Sequence[Mapping[str, Any]]) -> list[str]:
     rows = ["| figure | measured | servegate | baseline | ratio | target | met | errors |",
             "|---|---|---|---|---|---|---|---|"]
     for f in figs:
-        ratio = "n/a" if f["ratio"] is None else f"{f['ratio']:.2f}x"
+        ratio = ("n/a" if f["ratio"] is None else f"{f['ratio']:.1%}" if f.get("share") else f"{f['ratio']:.2f}x")
         rows.append(f"| {f['name']} | {f['what']} | {_num(f['value'], f['unit'])} | "
                     f"{_num(f['baseline'], f['unit'])} | {ratio} | {f['target'] or '-'} | {_met(f)} | {f['errors']} |")
     return rows
@@ -126,7 +126,12 @@ NOTES = """\
 - "server CPU/req" is the server process tree's CPU time over the whole run (warm-up included)
   divided by its request rate; "client busy" is the Python generator's CPU time over its wall time
   per worker (near or above 100% means the client, not the server, set the pace).
-- wrk runs whole seconds and has no warm-up of its own; the servers are warm from the runs before it."""
+- wrk runs whole seconds and has no warm-up of its own; the servers are warm from the runs before it.
+- Drift on/off: the same gateway with `drift: false` in its model config, in 8 pairs of 4 s runs
+  whose order alternates; each figure is the median of the pairs' ratios (two 8 s runs of one server
+  differ by up to 15 % here, so a single pair cannot resolve a few percent). `drift-share` reads the
+  time the drift-on gateway spent binning (`servegate_drift_busy_seconds_total`) over its process CPU
+  time in the same run: the cost itself, without the noise of the rates."""
 
 
 def markdown(doc: Mapping[str, Any], json_name: str, fragments: Sequence[tuple[str, str]] = ()) -> str:

@@ -125,17 +125,20 @@ def _peers(runs: Runs, conc: int) -> list[dict[str, Any]]:
     return out
 
 
-def _median_ratio(runs: Runs, pattern: str, metric: Callable[[Mapping[str, Any]], float]) -> tuple[float, float, list[str]] | None:
-    """Median of drift-on and of drift-off over the alternating rounds (median damps a noisy round)."""
-    on = sorted(n for n in runs if n.startswith("drift-on/") and n.split("#")[0] == "drift-on/" + pattern)
-    off = sorted(n for n in runs if n.startswith("drift-off/") and n.split("#")[0] == "drift-off/" + pattern)
-    if not on or not off:
-        return None
-    def median(names: list[str]) -> float:
-        values = sorted(metric(runs[n]) for n in names)
-        mid = len(values) // 2
-        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-    return median(on), median(off), on + off
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _paired_rounds(runs: Runs, pattern: str) -> list[tuple[str, str]]:
+    """(drift-on, drift-off) run names of each numbered round of `pattern` ("#warm" runs left out)."""
+    pairs = []
+    for name in sorted(runs):
+        base, _, round_ = name.partition("#")
+        if base == "drift-on/" + pattern and round_.isdigit() and f"drift-off/{pattern}#{round_}" in runs:
+            pairs.append((name, f"drift-off/{pattern}#{round_}"))
+    return pairs
 
 
 def _drift(runs: Runs, conc: int, lconc: int, lrows: int) -> list[dict[str, Any]]:
@@ -144,14 +147,39 @@ def _drift(runs: Runs, conc: int, lconc: int, lrows: int) -> list[dict[str, Any]
             (f"1-row requests, {conc} callers, h2load", f"h2load/grpc/c{conc}/r1", rps, "req/s"),
             (f"{lrows}-row requests, {lconc} callers, Python client", f"python/grpc/c{lconc}/r{lrows}",
              rows_per_s, "rows/s")):
-        found = _median_ratio(runs, pattern, metric)
-        if found is None:
+        pairs = _paired_rounds(runs, pattern)
+        if not pairs:
             continue
-        on, off, names = found
+        names = [n for pair in pairs for n in pair]
         used = [runs[n] for n in names]
-        name = "drift-cost-" + ("single" if pattern.rsplit("/", 1)[1] == "r1" else "large")
-        out.append(_figure(name, f"{unit} with drift on / drift off, {label} (median of rounds)", on, off,
-                           ">= 0.97", lambda r: r >= 0.97, used, names, unit))
+        kind = "single" if pattern.rsplit("/", 1)[1] == "r1" else "large"
+        on = _median([metric(runs[a]) for a, _ in pairs])
+        off = _median([metric(runs[b]) for _, b in pairs])
+        figure = _figure(f"drift-cost-{kind}", f"{unit} with drift on / drift off, {label} "
+                         f"(median of {len(pairs)} paired rounds' ratios)", on, off,
+                         ">= 0.97", lambda r: r >= 0.97, used, names, unit)
+        ratio = _median([metric(runs[a]) / metric(runs[b]) for a, b in pairs if metric(runs[b])])
+        figure.update(ratio=ratio, met=ratio >= 0.97)
+        out.append(figure)
+        cpu = [(cpu_us_per_request(runs[a]), cpu_us_per_request(runs[b])) for a, b in pairs]
+        cpu_ratios = [b / a for a, b in cpu if a and b]
+        if cpu_ratios:
+            cpu_figure = _figure(f"drift-cpu-{kind}", f"server CPU per request, drift off / drift on, {label} "
+                                 f"(median of {len(pairs)} paired rounds' ratios)",
+                                 _median([b for _, b in cpu if b]), _median([a for a, _ in cpu if a]),
+                                 None, None, used, names, "µs/req")
+            cpu_figure.update(ratio=_median(cpu_ratios))
+            out.append(cpu_figure)
+        measured = [runs[a] for a, _ in pairs if runs[a].get("drift_busy_s") is not None and runs[a].get("server_cpu_s")]
+        if measured:
+            shares = [r["drift_busy_s"] / r["server_cpu_s"] for r in measured]
+            share = _figure(f"drift-share-{kind}", f"share of the gateway's CPU time spent binning for drift, {label} "
+                            f"(servegate_drift_busy_seconds_total over process CPU, median of {len(measured)} runs)",
+                            _median([r["drift_busy_s"] for r in measured]),
+                            _median([r["server_cpu_s"] for r in measured]), "<= 0.03", lambda r: r <= 0.03,
+                            measured, [a for a, _ in pairs if runs[a] in measured], "s")
+            share.update(ratio=_median(shares), met=_median(shares) <= 0.03, share=True)
+            out.append(share)
     return out
 
 

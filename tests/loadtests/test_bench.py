@@ -88,3 +88,26 @@ def test_overhead_figure_adds_echo_and_ort_latency() -> None:
     (fig,) = figures.compute(runs, SETTINGS)
     assert fig["baseline"] == pytest.approx(0.0015) and fig["ratio"] == pytest.approx(0.002 / 0.0015)
     assert fig["met"] is True
+
+
+def test_drift_cost_is_the_median_of_paired_rounds_ratios() -> None:
+    # Round 1 is a noisy pair (the off run stalled); the warm-up runs are left out of the figure.
+    def h2load(rate: float, cpu_us: float) -> dict[str, Any]:
+        return {"tool": "h2load", "server": "", "server_cores": rate * cpu_us * 1e-6,
+                "result": {"requests_per_s": rate, "failed": 0, "non_2xx": 0}}
+
+    on_rps, off_rps = (980, 500, 990), (1000, 1000, 1000)
+    runs: dict[str, Any] = {}
+    for i, (a, b) in enumerate(zip(on_rps, off_rps, strict=True)):
+        runs[f"drift-on/h2load/grpc/c64/r1#{i}"] = {**h2load(a, 1100), "drift_busy_s": 0.05 * (i + 1),
+                                                    "server_cpu_s": 5.0}
+        runs[f"drift-off/h2load/grpc/c64/r1#{i}"] = h2load(b, 1000)
+    runs["drift-on/h2load/grpc/c64/r1#warm"] = h2load(10, 5000)
+    by_name = {f["name"]: f for f in figures.compute(runs, SETTINGS)}
+    cost = by_name["drift-cost-single"]
+    assert cost["ratio"] == pytest.approx(0.98) and cost["met"] is True
+    assert len(cost["runs"]) == 6 and not any("#warm" in n for n in cost["runs"])
+    cpu = by_name["drift-cpu-single"]  # 1100 µs per request on, 1000 off
+    assert cpu["ratio"] == pytest.approx(1000 / 1100) and cpu["met"] is None
+    share = by_name["drift-share-single"]  # binning took 1 %, 2 %, 3 % of the server's CPU
+    assert share["ratio"] == pytest.approx(0.02) and share["met"] is True
