@@ -132,6 +132,25 @@ def test_non_json_values_are_refused_naming_the_document(store: StateStore, valu
     assert store.get("route", "m") is None
 
 
+def test_integers_keep_their_value_up_to_64_bits_and_larger_ones_are_refused(store: StateStore) -> None:
+    edges = {"max": 2**64 - 1, "min": -(2**63), "seq": [2**53 + 1, -1, 0]}
+    store.put("route", "m", edges)
+    doc = store.get("route", "m")
+    assert doc is not None and doc.value == edges
+    assert all(type(v) is int for v in (doc.value["max"], doc.value["min"], *doc.value["seq"]))
+    with pytest.raises(InvalidSpec) as err:
+        store.put("route", "m", {"deep": [{"n": 2**64}]})
+    assert err.value.field == "route/m" and "64 bits" in err.value.message
+    assert store.get("route", "m").value == edges  # type: ignore[union-attr]
+
+
+def test_text_orjson_cannot_parse_still_reads_back(store: StateStore) -> None:
+    value = {"lone": "\ud800 surrogate", "tab": "a\tb"}
+    store.put("route", "m", value)
+    assert store.list("route") == [("m", store.get("route", "m"))]
+    assert store.get("route", "m").value == value  # type: ignore[union-attr]
+
+
 def test_put_many_refuses_a_document_twice_and_bad_revisions(store: StateStore) -> None:
     with pytest.raises(InvalidSpec, match=r"writes\[1\]"):
         store.put_many([Write("route", "m", {}), Write("route", "m", {})])
