@@ -131,6 +131,16 @@ SCHEMAS: JSON = {
     "Whoami": _object({"subject": {"type": "string"},
                        "roles": {"type": "array", "items": {"type": "string"}},
                        "grants": {"type": "array", "items": {"type": "string"}}}, ("subject", "roles")),
+    "StateSnapshot": _object({
+        "format": {"const": "servegate-state"},
+        "format_version": {"const": 1},
+        "taken_at": {"type": "number", "description": "unix time of the read this copy comes from"},
+        "epoch": {"type": ["string", "null"], "description": "the store epoch it was read from"},
+        "source": {"type": "string", "description": "the replica that served it"},
+        "documents": {"type": "object", "description": "kind -> key -> document"},
+        "audit": {"type": "array", "items": _OBJECT, "description": "the whole audit chain, oldest first"},
+    }, ("format", "format_version", "documents", "audit"),
+        description="input to `servegate state restore --from-replica` after the store lost its data"),
 }
 
 _ERRORS = {
@@ -212,6 +222,8 @@ def _paths() -> JSON:
                                        params=tuple(AUDIT_QUERY), errors="400")},
         "/admin/v1/audit/verify": {"get": _op("Verify the audit hash chain", "viewer", "AuditVerification")},
         "/admin/v1/whoami": {"get": _op("The caller's subject and roles", "any valid token", "Whoami")},
+        "/admin/v1/state/snapshot": {"get": _op("This replica's last good copy of the state", "admin",
+                                                "StateSnapshot")},
         "/admin/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                            "responses": {"200": {"description": "OpenAPI 3.1 document"}}}},
     }

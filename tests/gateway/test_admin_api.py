@@ -19,10 +19,12 @@ import pytest
 from gateway.admin import openapi
 from gateway.admin.app import admin_routes, admin_server
 from gateway.admin.auth import Authenticator, mint
+from gateway.mirror import SNAPSHOT_PATH
 from gateway.protocol.http_server import HttpServer, Request, Response, Route
 from gateway.settings import AuthSettings
 from rollout.errors import StoreUnavailable, ValidationFailed
 from rollout.policy import parse_traffic
+from rollout.snapshot import Snapshot
 from rollout.spec import parse_spec
 from tests.fakes.control import FakeControlPlane
 
@@ -116,6 +118,7 @@ SPEC = {"candidate": "2", "steps": [{"weight": 10}, {"weight": 100}], "window": 
 
 def test_openapi_documents_every_route_and_nothing_else() -> None:
     table = {(r.method.lower(), r.pattern) for r in admin_routes(fresh_control(), Authenticator(AUTH))}
+    table.add(("get", SNAPSHOT_PATH))  # each replica adds its state mirror's route (gateway/app.py)
     doc = openapi.document()
     documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
     assert table == documented
@@ -142,6 +145,9 @@ def test_openapi_spec_schema_lists_every_spec_field() -> None:
     table = parse_traffic("m", {"policy": "canary", "weights": {"1": 90, "2": 10}, "sticky_key": "k",
                                 "shadow": {"version": "2", "percent": 5}, "fallback": "1", "retained": {"3": 1.0}})
     assert set(table.to_dict()) <= set(schemas["RouteTable"]["properties"])
+    snapshot = Snapshot({"route": {"m": {"policy": "canary"}}}, (), 1.0, "e1", "replica-a").to_dict()
+    assert set(snapshot) == set(schemas["StateSnapshot"]["properties"])
+    assert set(schemas["StateSnapshot"]["required"]) <= set(snapshot)
 
 
 # --- authentication on the wire -------------------------------------------------------------------------
