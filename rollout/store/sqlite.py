@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import logging
 import queue
+import random
 import sqlite3
 import threading
 import time
@@ -99,8 +100,23 @@ class SqliteStore:
         # every commit, so an acknowledged write survives power loss; NORMAL would only survive a
         # process crash, and control-path writes are rare enough that the fsync costs nothing visible.
         self._conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                self._prepare()
+                return
+            except sqlite3.OperationalError as exc:
+                # Switching a new file to WAL needs every other connection out of it, and SQLite reports
+                # "locked" at once instead of waiting (several workers opening one file at start).
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(random.uniform(0.005, 0.03))
+
+    def _prepare(self) -> None:
         if self._path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            mode = str(self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            if mode != "wal":  # the switch did not happen: another connection held the file
+                raise sqlite3.OperationalError(f"database is locked (journal mode stayed {mode})")
         self._conn.execute("PRAGMA synchronous = FULL")
         self._conn.executescript(_SCHEMA)
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import queue
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -314,6 +317,37 @@ def test_sqlite_survives_reopening_and_uses_wal(tmp_path: Path) -> None:
         mode = raw.execute("PRAGMA journal_mode").fetchone()[0]
     raw.close()
     assert mode == "wal"
+
+
+_OPEN_AND_WRITE = """
+import sys, time
+from rollout.store.sqlite import SqliteStore
+url, start, name = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+time.sleep(max(0.0, start - time.time()))
+for i in range(20):
+    store = SqliteStore(url)  # raises StoreUnavailable (exit 1) when the open loses a race
+    store.put("route", f"{name}-{i}", {"i": i})
+    store.close()
+"""
+
+
+@pytest.mark.integration
+def test_sqlite_processes_opening_a_new_file_together_all_succeed(tmp_path: Path) -> None:
+    """Workers of one host start at once on the same new file; switching it to WAL must not fail
+    the ones that lose the race (SQLite reports 'locked' at once there instead of waiting)."""
+    root = Path(__file__).resolve().parents[2]
+    for trial in range(3):
+        url = f"sqlite:///{tmp_path}/race-{trial}.db"
+        start = time.time() + 1.5  # every interpreter has started by then
+        procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AND_WRITE, url, str(start), f"p{n}"], cwd=root,
+                                  stderr=subprocess.PIPE, text=True) for n in range(4)]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+        store = SqliteStore(url)
+        try:
+            assert len(store.list("route")) == 80
+        finally:
+            store.close()
 
 
 def test_sqlite_sees_another_process_changes(tmp_path: Path) -> None:
