@@ -39,6 +39,7 @@ from gateway.scaleout import ScaleOut
 from gateway.settings import Settings
 from gateway.shadow import ShadowMirror, SharedShadow
 from gateway.sync import StateSync
+from gateway.workers import worker_metrics
 from kernels import warm_up
 from rollout.decide import Action, Decision, Phase
 from rollout.errors import StoreUnavailable
@@ -68,6 +69,7 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.worker_metrics = worker_metrics(settings, self.metrics.render)  # None unless one of several
         self.manager = ModelManager(self.metrics)
         self.router = TrafficRouter(self.manager)
         self.shadow = ShadowMirror(self.manager, self.metrics)
@@ -143,6 +145,8 @@ class Gateway:
                                      PHASES)
 
     async def _metrics(self, req: Request) -> Response:
+        if self.worker_metrics is not None:  # one of several workers: answer for all of them
+            return Response(200, await self.worker_metrics.render(), CONTENT_TYPE)
         return Response(200, self.metrics.render(), CONTENT_TYPE)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -159,6 +163,8 @@ class Gateway:
         http_port = await self.http.start()
         grpc_port = await self.grpc.start()
         admin_port = await self.admin.start()
+        if self.worker_metrics is not None:
+            await self.worker_metrics.start()
         if alone:
             await self._start_state()
         self.plane.accepting = True
@@ -204,6 +210,8 @@ class Gateway:
         await self.manager.stop()
         await asyncio.to_thread(self.store.close)  # 5. state is durable at every write; close cleanly
         await self.admin.stop(1.0)  # last: metrics stay scrapeable during the drain
+        if self.worker_metrics is not None:
+            await self.worker_metrics.stop()
 
     # --- model-repository extension (RepositoryControl) ------------------------------------------
 

@@ -9,17 +9,21 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from gateway.settings import SETTINGS, Settings
+from gateway.worker_metrics import DIR_ENV, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,15 @@ POLL_S = 0.1
 
 def is_worker() -> bool:
     return WORKER_ENV in os.environ
+
+
+def worker_metrics(settings: Settings, render: Callable[[], bytes]) -> WorkerMetrics | None:
+    """This worker's share of the merged `/metrics`, when it is one of several under a supervisor."""
+    directory = os.environ.get(DIR_ENV)
+    index = os.environ.get(WORKER_ENV, "")
+    if settings.server.workers < 2 or not directory or not index.isdigit() or not Path(directory).is_dir():
+        return None
+    return WorkerMetrics(Path(directory), int(index), render)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -89,10 +102,18 @@ class Supervisor:
         self._env: dict[str, str] = {}
 
     def run(self) -> int:
+        run_dir = tempfile.mkdtemp(prefix="servegate-workers-")  # the workers' private metrics ports
+        try:
+            return self._run(run_dir)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _run(self, run_dir: str) -> int:
         s = self.settings.server
         ports, held = reserve_ports(s.host, [s.http_port, s.grpc_port, s.admin_port])
         self._env = {**os.environ, **settings_env(self.settings), "SERVEGATE_HTTP_PORT": str(ports[0]),
-                     "SERVEGATE_GRPC_PORT": str(ports[1]), "SERVEGATE_ADMIN_PORT": str(ports[2])}
+                     "SERVEGATE_GRPC_PORT": str(ports[1]), "SERVEGATE_ADMIN_PORT": str(ports[2]),
+                     DIR_ENV: run_dir}
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         try:

@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.controller_process import LIVE_PATH, READY_PATH
 from gateway.demo import models
@@ -65,6 +66,8 @@ def test_two_workers_share_the_ports_and_a_dead_one_is_replaced(tmp_path: Path) 
         first = workers_of(gw.proc)
         assert len(first) == 2 and all(listeners(pid, port) for pid in first)
         assert burst(gw, 50).ok == 50
+        for _ in range(4):  # whichever worker a scrape reaches answers for both
+            assert merged_metrics(gw.admin) == ({"0": 1.0, "1": 1.0}, 50.0)
         supervisor = gw.proc
         psutil.Process(first[0]).kill()
 
@@ -74,12 +77,35 @@ def test_two_workers_share_the_ports_and_a_dead_one_is_replaced(tmp_path: Path) 
 
         wait_for(replaced, timeout=60)
         assert burst(gw, 50).ok == 50
+        # the replacement counts from zero: 50 more requests, of which the survivor served its share
+        up, served = merged_metrics(gw.admin)
+        assert up == {"0": 1.0, "1": 1.0} and 50 <= served <= 100
         survivors = workers_of(supervisor)
         assert gw.stop() == 0
         assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                        for pid in survivors)
     assert "worker 0 exited with -9; starting a new one" in gw.stderr or \
         "worker 1 exited with -9; starting a new one" in gw.stderr
+
+
+def merged_metrics(hostport: str) -> tuple[dict[str, float], float]:
+    """(scrape-up by worker, successful requests summed over workers) from the shared /metrics."""
+    client = Client(hostport)
+    try:
+        status, body = client.get("/metrics")
+        assert status == 200
+    finally:
+        client.close()
+    up: dict[str, float] = {}
+    served = 0.0
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "servegate_worker_scrape_up":
+                up[sample.labels["worker"]] = sample.value
+            elif sample.name == "servegate_requests_total" and sample.labels.get("outcome") == "success":
+                assert "worker" in sample.labels
+                served += sample.value
+    return up, served
 
 
 def get_json(hostport: str, path: str) -> dict[str, Any]:
