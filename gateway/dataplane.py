@@ -173,6 +173,11 @@ class DataPlane:
             loaded.metrics.request(request.protocol, "cancelled", time.perf_counter() - started)
             raise
         elapsed = time.perf_counter() - started
+        if choice.fallback and self.router.withdrawn(request.model, choice.version):
+            # The route took this version out while the call ran (a rollback decision): its answer is
+            # dropped and the stable version answers, so a rolled-back candidate answers nothing after it.
+            self._record_success(loaded, request.protocol, elapsed, result.queue_s, outcome="withdrawn")
+            return await self._retry_on_stable(request, choice.fallback, started)
         self._record_success(loaded, request.protocol, elapsed, result.queue_s)
         if choice.shadow and self.shadow is not None and choice.shadow != loaded.version:
             self.shadow.mirror(request, feeds, loaded, result, choice.shadow)

@@ -40,12 +40,13 @@ def sticky_bucket(key: str) -> int:
 class CompiledRoute:
     """A route table ready for the hot path."""
 
-    __slots__ = ("bounds", "fallback", "only", "shadow", "shadow_share", "sticky", "table", "versions")
+    __slots__ = ("bounds", "fallback", "live", "only", "shadow", "shadow_share", "sticky", "table", "versions")
 
     def __init__(self, table: RouteTable) -> None:
         self.table = table
         live = [(v, w) for v, w in table.weights.items() if w > 0]
         self.versions = [v for v, _ in live]
+        self.live = frozenset(self.versions)
         bounds, total = [], 0
         for _, weight in live:
             total += weight * (BUCKETS // 100)
@@ -92,6 +93,12 @@ class TrafficRouter:
 
     def tables(self) -> dict[str, RouteTable]:
         return {m: r.table for m, r in self._routes.items()}
+
+    def withdrawn(self, model: str, version: str) -> bool:
+        """True when the model's route table no longer sends live traffic to `version` (a rollback or
+        an operator took it out after a call chose it)."""
+        route = self._routes.get(model)
+        return route is not None and version not in route.live
 
     def choose(self, model: str, routing: Mapping[str, str]) -> RouteChoice:
         route = self._routes.get(model)

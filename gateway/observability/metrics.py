@@ -17,7 +17,7 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003
                    0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 OUTCOMES = ("success", "invalid_input", "not_found", "not_ready", "overloaded", "deadline_exceeded",
-            "failed", "cancelled", "unauthenticated", "retried_on_stable")
+            "failed", "cancelled", "unauthenticated", "retried_on_stable", "withdrawn")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 

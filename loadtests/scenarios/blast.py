@@ -81,5 +81,6 @@ def measure(result: dict[str, Any], e: Exposure, window_s: float) -> dict[str, A
 
 
 def _failures(figures: dict[str, Any], version: str) -> float:
+    """Requests that failed on `version`; "withdrawn" ones succeeded there but were answered by stable."""
     by_outcome: dict[str, float] = figures.get("requests", {}).get(version, {})
-    return sum(n for outcome, n in by_outcome.items() if outcome != "success")
+    return sum(n for outcome, n in by_outcome.items() if outcome not in ("success", "withdrawn"))

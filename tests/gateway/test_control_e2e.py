@@ -216,6 +216,46 @@ def test_a_tampered_audit_entry_is_detected(repo_copy: Path, tmp_path: Path) -> 
     assert status == 200 and result["ok"] is False and result["broken_at"] == seq
 
 
+def _withdrawn_count(api: Api, version: str) -> float:
+    host, port = api.admin.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    prefix = "servegate_requests_total{"
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(prefix) and 'model="tabular"' in line and f'version="{version}"' in line
+               and 'outcome="withdrawn"' in line)
+
+
+@pytest.mark.parametrize("rolled_back", [False, True])
+def test_a_candidate_taken_out_during_a_call_does_not_answer_it(gw: GatewayThread, rolled_back: bool) -> None:
+    """The call chose candidate 1 (stable 2 is its fallback); while 1 is busy with it, a rollback sends
+    all traffic to 2. The answer then comes from 2: a rolled-back version answers nothing afterwards."""
+    api = Api(gw)
+    traffic, faults = "/admin/v1/models/tabular/traffic", "/admin/v1/models/tabular/versions/1/faults"
+    status, _ = api.call("PUT", traffic, {"policy": "canary", "weights": {"2": 0, "1": 100}, "fallback": "2"},
+                         role="operator")
+    assert status == 200
+    assert api.call("PUT", faults, {"latency_ms": 800, "duration": "60s"})[0] == 200
+    before = _withdrawn_count(api, "1")
+    answered: list[str] = []
+    conn = data_conn(api)
+    call = threading.Thread(target=lambda: answered.append(api.infer(conn)))
+    call.start()
+    time.sleep(0.3)  # the call is inside version 1's slow batch now
+    if rolled_back:
+        assert api.call("PUT", traffic, {"policy": "canary", "weights": {"2": 100}}, role="operator")[0] == 200
+    call.join(timeout=30)
+    conn.close()
+    assert api.call("DELETE", faults)[0] == 200
+    api.call("PUT", traffic, {"policy": "canary", "weights": {"2": 100}}, role="operator")
+    assert answered == (["2"] if rolled_back else ["1"])
+    assert _withdrawn_count(api, "1") - before == (1 if rolled_back else 0)
+
+
 def test_blue_green_switch_keeps_the_previous_version_warm_for_a_switch_back(gw: GatewayThread) -> None:
     api = Api(gw)
     status, table = api.call("PUT", "/admin/v1/models/tabular/traffic", {"policy": "blue_green", "active": "1"},
