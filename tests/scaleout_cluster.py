@@ -59,14 +59,19 @@ def ready_body(gw: ServeProcess) -> tuple[int, dict[str, Any]]:
         client.close()
 
 
-def metric(gw: ServeProcess, name: str) -> float | None:
-    host, port = gw.admin.split(":")
+def scrape_metrics(admin: str) -> str:
+    """The Prometheus page of the admin listener at host:port."""
+    host, port = admin.split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
         conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
+        return conn.getresponse().read().decode()
     finally:
         conn.close()
+
+
+def metric(gw: ServeProcess, name: str) -> float | None:
+    text = scrape_metrics(gw.admin)
     found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else None
 

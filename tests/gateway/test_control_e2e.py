@@ -21,6 +21,7 @@ import pytest
 from gateway.admin.auth import mint
 from gateway.settings import AuthSettings
 from tests.gateway.harness import GatewayThread, gateway_settings
+from tests.scaleout_cluster import scrape_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -217,13 +218,7 @@ def test_a_tampered_audit_entry_is_detected(repo_copy: Path, tmp_path: Path) -> 
 
 
 def _withdrawn_count(api: Api, version: str) -> float:
-    host, port = api.admin.split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-    finally:
-        conn.close()
+    text = scrape_metrics(api.admin)
     prefix = "servegate_requests_total{"
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(prefix) and 'model="tabular"' in line and f'version="{version}"' in line
