@@ -17,7 +17,7 @@ from gateway.protocol.http_server import Request, Response, Route
 from gateway.store_watch import StoreWatch
 from rollout.errors import StoreUnavailable
 from rollout.snapshot import Documents, Snapshot, read_documents
-from rollout.store.base import AuditRecord, Change, EpochStore, StateStore
+from rollout.store.base import STATE_KINDS, AuditRecord, Change, EpochStore, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ class StateMirror:
         changed = asyncio.Event()
 
         def notify(change: Change) -> None:
-            loop.call_soon_threadsafe(changed.set)
+            if change.kind in STATE_KINDS:  # not the lease renewals, every second or so, which the copy leaves out
+                loop.call_soon_threadsafe(changed.set)
 
         try:
             unsubscribe = await asyncio.to_thread(self.store.subscribe, notify)

@@ -3,6 +3,7 @@ mirror (a copy taken only from the trusted epoch) and the controller's leadershi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -14,7 +15,7 @@ from gateway.store_watch import StoreWatch
 from rollout.errors import StoreUnavailable
 from rollout.lease import Lease
 from rollout.snapshot import restore
-from rollout.store.base import KIND_ROUTE, Document, EpochState, Write
+from rollout.store.base import KIND_LEASE, KIND_ROUTE, Document, EpochState, Write
 from rollout.store.sqlite import SqliteStore
 
 
@@ -126,6 +127,32 @@ def test_the_mirror_copies_state_and_new_audit_entries(store: SwappableStore,
     assert snapshot is not None and snapshot.taken_at == 11.0 and snapshot.source == "replica-1"
     assert snapshot.documents[KIND_ROUTE] == {"m": {"w": 2}}
     assert [r.seq for r in snapshot.audit] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_mirror_rereads_on_state_changes_but_not_on_lease_renewals(store: SwappableStore,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.mirror.DEBOUNCE_S", 0.01)
+    mirror = StateMirror(store, StoreWatch(store, Metrics()), source="replica-1", interval_s=60.0)
+    reads: list[float] = []
+    monkeypatch.setattr(mirror, "refresh", lambda now: reads.append(now) or True)
+
+    async def scenario() -> tuple[int, int, int]:
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(mirror.run(stop))
+        await asyncio.sleep(0.3)
+        first = len(reads)  # the read at start
+        for term in range(5):
+            store.put(KIND_LEASE, "controller", {"holder": "a", "term": term})
+        await asyncio.sleep(0.3)
+        after_leases = len(reads)
+        store.put(KIND_ROUTE, "m", {"w": 3})
+        await asyncio.sleep(0.3)
+        stop.set()
+        await task
+        return first, after_leases, len(reads)
+
+    first, after_leases, after_route = asyncio.run(scenario())
+    assert first == 1 and after_leases == 1 and after_route == 2
 
 
 def test_the_mirror_never_copies_from_an_emptied_store_and_restores_from_its_copy(store: SwappableStore) -> None:
