@@ -49,7 +49,7 @@ class ModelConfig:
     drift_sample_rows: int = 0  # rows of a batch binned: 0 = auto (sampled for wide models), -1 = all
     reference_rows: int = 1000  # rows of live traffic that become the reference when none is given
     drift: bool = True  # bin inputs and outputs for drift (off: no drift figures for this model)
-    drift_cpu_budget: float = 0.01  # share of one core each version's drift binning may take (0 = no limit)
+    drift_cpu_budget: float = 0.005  # share of one core each version's drift binning may take (0 = no limit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -303,11 +303,13 @@ class DriftMonitor:
         batch = self._sample(batch, rows)
         tick = self._tick(self._clock())
         binned = sum(v.shape[0] for i, v in batch if i == batch[0][0])
-        if binned >= BLOCK or len({i for i, _ in batch}) != len(state.plans):
+        if binned > PENDING_ROWS - BLOCK or len({i for i, _ in batch}) != len(state.plans):
             self._add(state, tick, batch, rows)
             return
         # A batch smaller than a block would cost the kernels as much as a whole block, plus their
-        # fixed costs: single-row traffic makes every batch that small. Such rows wait in `pending`.
+        # fixed costs: single-row traffic makes every batch that small. Such rows wait in `pending`, and
+        # so do the few sampled rows of a wide model's batch: binning them 64 at a time sweeps the
+        # counts (features x bins) through the cache a quarter as often, which measured cheaper.
         p = state.pending
         with p.lock:
             if p.rows and (p.tick != tick or p.rows + binned > PENDING_ROWS or not self._fits(p, batch)):

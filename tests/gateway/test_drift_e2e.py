@@ -76,7 +76,7 @@ def test_reference_traffic_is_quiet_and_a_shifted_feature_is_named_first(repo_co
         assert gw.gateway is not None
         metrics = gw.gateway.metrics.render().decode()
     assert status == 200
-    assert drift["sampling"] == {"rows_per_batch": "all", "cpu_budget": 0.01,
+    assert drift["sampling"] == {"rows_per_batch": "all", "cpu_budget": 0.005,
                                  "batches_over_budget": drift["sampling"]["batches_over_budget"]}
     busy = next(line for line in metrics.splitlines()
                 if line.startswith('servegate_drift_busy_seconds_total{model="tabular",version="2"}'))

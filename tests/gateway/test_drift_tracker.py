@@ -28,7 +28,7 @@ def test_a_models_config_sets_the_drift_cpu_budget_and_bad_values_name_the_field
     from gateway.observability.drift_tracker import _drift_config
     from gateway.repository import ConfigError, ModelConfig, parse_config
 
-    assert ModelConfig().drift_cpu_budget == 0.01
+    assert ModelConfig().drift_cpu_budget == 0.005
     config = parse_config({"drift_cpu_budget": 0.05}, ModelConfig(), source="m/config.yaml")
     assert _drift_config(config, 33).cpu_budget == 0.05
     assert _drift_config(parse_config({"drift_cpu_budget": 0}, ModelConfig()), 33).cpu_budget == 0.0
