@@ -58,14 +58,15 @@ def test_reference_traffic_is_quiet_and_a_shifted_feature_is_named_first(repo_co
     x, _ = models.tabular_data(seed=0)
     reference = x[: int(len(x) * 0.7)]  # what build_tabular saved as reference.npz
     rng = np.random.default_rng(11)
+    # No CPU budget here: how many batches a budget admits depends on the host's speed, and this test
+    # is about what the binned rows show (the budget has tests of its own).
+    (repo_copy / "tabular" / "config.yaml").write_text("drift_cpu_budget: 0\n")
     with GatewayThread(replace(gateway_settings(repo_copy), auth=AUTH)) as gw:
         send_rows(gw, "tabular", "features", reference[rng.integers(0, len(reference), 3000)])
         status, quiet = admin(gw, "GET", "/admin/v1/models/tabular/versions/2/drift?window=10s", role="viewer")
         assert status == 200 and quiet["reference_source"] == "profile"
         features = next(t for t in quiet["tensors"] if t["tensor"] == "features" and t["role"] == "input")
-        # every batch of 16 rows is binned, unless the drift CPU budget (1 % of a core) left it out
-        assert features["rows"] + 16 * quiet["sampling"]["batches_over_budget"] >= 3000
-        assert features["rows"] >= 1500
+        assert features["rows"] == 3000 and quiet["sampling"]["batches_over_budget"] == 0
         assert features["psi_max"] < 0.1
         assert len(features["features"]) == 30
         time.sleep(3.0)  # the shifted traffic gets windows of its own
@@ -76,8 +77,7 @@ def test_reference_traffic_is_quiet_and_a_shifted_feature_is_named_first(repo_co
         assert gw.gateway is not None
         metrics = gw.gateway.metrics.render().decode()
     assert status == 200
-    assert drift["sampling"] == {"rows_per_batch": "all", "cpu_budget": 0.005,
-                                 "batches_over_budget": drift["sampling"]["batches_over_budget"]}
+    assert drift["sampling"] == {"rows_per_batch": "all", "cpu_budget": "none", "batches_over_budget": 0}
     busy = next(line for line in metrics.splitlines()
                 if line.startswith('servegate_drift_busy_seconds_total{model="tabular",version="2"}'))
     assert 0 < float(busy.rsplit(" ", 1)[1]) < 5  # 6000 rows binned: milliseconds, not seconds
@@ -93,6 +93,7 @@ def test_a_candidate_with_shifted_predictions_is_rolled_back_on_prediction_psi(t
     repo, candidates = tmp_path / "repo", tmp_path / "candidates"
     models.build_mlp(repo, "mlp", "1", seed=0)
     models.build_mlp(candidates, "mlp", "2", seed=0, logit_shift=4.0)  # same network, class 0 pushed up
+    (repo / "mlp" / "config.yaml").write_text("drift_cpu_budget: 0\n")  # a busy host must not starve the PSI
     settings = replace(gateway_settings(repo), auth=AUTH, controller=ControllerSettings(interval_s=0.5))
     spec = {"candidate": "2", "strategy": "canary", "window": "3s", "steps": [{"weight": 50}, {"weight": 100}],
             "analysis": {"min_requests": 20, "max_error_rate": 0.05, "max_p99_latency_ratio": 5.0,
