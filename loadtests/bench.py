@@ -82,20 +82,25 @@ class BenchRun:
     commands: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, name: str, tool: str, server: str, result: dict[str, Any],
-            server_cores: float | None = None, server_cpu_s: float | None = None) -> None:
+            server_cores: float | None = None, server_cpu_s: float | None = None,
+            rows: int | None = None) -> None:
+        """Records a run; C clients count requests only, so theirs carry `rows`, the rows per request."""
         self.runs[name] = {"tool": tool, "server": server, "result": result, "server_cores": server_cores}
         if server_cpu_s is not None:
             self.runs[name]["server_cpu_s"] = server_cpu_s
+        if rows is not None:
+            self.runs[name]["rows"] = rows
         print(f"  {name}: {figures.headline(self.runs[name])}", flush=True)
 
-    def measure(self, name: str, tool: str, server: Target, run: Callable[[], dict[str, Any]]) -> None:
+    def measure(self, name: str, tool: str, server: Target, run: Callable[[], dict[str, Any]],
+                rows: int | None = None) -> None:
         """Runs one load and records it with the server's CPU use over the run (cores, warm-up included)."""
         before, start = cpu_seconds(server.pid), time.monotonic()
         result = run()
         after, wall = cpu_seconds(server.pid), time.monotonic() - start
         used = None if before is None or after is None else after - before
         cores = None if used is None or wall <= 0 else used / wall
-        self.add(name, tool, server.name, result, cores, used)
+        self.add(name, tool, server.name, result, cores, used, rows)
 
 
 def add_parser(sub: Any) -> None:
@@ -224,30 +229,33 @@ def _grpc_bytes(server: Target, rows: int) -> bytes:
     return grpc_request(MODEL, "", random_tensors(sig.inputs, rows))
 
 
-def _h2load(bench: BenchRun, server: Target, concurrency: int, request: bytes, suffix: str = "",
-            duration_s: float | None = None, warmup_s: float | None = None) -> None:
+def _h2load(bench: BenchRun, server: Target, concurrency: int, request: bytes, *, rows: int = 1,
+            suffix: str = "", duration_s: float | None = None, warmup_s: float | None = None) -> None:
+    """h2load posting `request` (which holds `rows` rows) on `concurrency` streams over few connections."""
     st = bench.settings
     conns = min(st.h2load_connections, concurrency)
     def run() -> dict[str, Any]:
         return run_h2load(server.grpc or "", request, streams=max(1, concurrency // conns), connections=conns,
                           duration_s=duration_s or st.duration_s,
                           warmup_s=st.warmup_s if warmup_s is None else warmup_s).to_dict()
+    name = f"{server.name}/h2load/grpc/c{concurrency}/r{rows}{suffix}"
     try:
-        bench.measure(f"{server.name}/h2load/grpc/c{concurrency}/r1{suffix}", "h2load", server, run)
+        bench.measure(name, "h2load", server, run, rows)
     except ClientMissing as exc:
         bench.skipped.append(str(exc))
 
 
-def _wrk(bench: BenchRun, server: Target, protocol: str, concurrency: int) -> None:
+def _wrk(bench: BenchRun, server: Target, protocol: str, concurrency: int, rows: int = 1) -> None:
+    """wrk posting one `rows`-row REST body (binary or JSON) on `concurrency` connections."""
     st = bench.settings
     sig = discover(None, server.http, MODEL)
-    tensors = random_tensors(sig.inputs, 1)
+    tensors = random_tensors(sig.inputs, rows)
     body = rest_binary_body(tensors) if protocol == "rest-binary" else rest_json_body(tensors)
     def run() -> dict[str, Any]:
         return run_wrk(server.http or "", infer_path(MODEL, ""), body, connections=concurrency,
                        duration_s=st.duration_s, threads=st.wrk_threads).to_dict()
     try:
-        bench.measure(f"{server.name}/wrk/{protocol}/c{concurrency}/r1", "wrk", server, run)
+        bench.measure(f"{server.name}/wrk/{protocol}/c{concurrency}/r{rows}", "wrk", server, run, rows)
     except ClientMissing as exc:
         bench.skipped.append(str(exc))
 
@@ -271,11 +279,20 @@ def small(bench: BenchRun, echo: Target, gateway: Target) -> None:
 
 
 def large(bench: BenchRun, echo: Target, gateway: Target, model_file: Path) -> None:
-    """64-row requests, 16 callers: gateway rows/s against in-process ORT at batch 64."""
+    """64-row requests, 16 callers: gateway rows/s against in-process ORT at batch 64, over gRPC and REST
+    binary, with the Python client and with h2load / wrk (the Python runs first warm both paths up)."""
     st = bench.settings
-    for server in (echo, gateway):
-        _py(bench, server, "grpc", st.large_concurrency, st.large_rows)
-    _ort(bench, model_file, st.large_rows)
+    conc, rows = st.large_concurrency, st.large_rows
+    for protocol in ("grpc", "rest-binary"):
+        for server in (echo, gateway):
+            _py(bench, server, protocol, conc, rows)
+    if st.c_clients:
+        request = _grpc_bytes(echo, rows)
+        for server in (echo, gateway):
+            _h2load(bench, server, conc, request, rows=rows)
+        for server in (echo, gateway):
+            _wrk(bench, server, "rest-binary", conc, rows)
+    _ort(bench, model_file, rows)
 
 
 def rest(bench: BenchRun, echo: Target, gateway: Target) -> None:

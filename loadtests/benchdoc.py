@@ -127,6 +127,12 @@ NOTES = """\
   divided by its request rate; "client busy" is the Python generator's CPU time over its wall time
   per worker (near or above 100% means the client, not the server, set the pace).
 - wrk runs whole seconds and has no warm-up of its own; the servers are warm from the runs before it.
+- The large-request target (gateway rows/s >= 0.8x in-process ORT at batch 64) has one row per client
+  and protocol measured, each judged on its own, the worst included: `large` (Python client, gRPC),
+  `large-h2load` (gRPC), `large-rest-binary-wrk` and `large-rest-binary-python`. The Python client
+  shares the cores with the server, so it measures itself too; the C clients cost far less. Each
+  `-vs-echo` row divides by the echo under the same client and protocol, the most that client and
+  transport reach here. wrk and h2load count requests only: their rows/s is req/s times rows per request.
 - Drift on/off: the same gateway with `drift: false` in its model config, in 8 pairs of 4 s runs
   whose order alternates; each figure is the median of the pairs' ratios (two 8 s runs of one server
   differ by up to 15 % here, so a single pair cannot resolve a few percent). `drift-share` reads the

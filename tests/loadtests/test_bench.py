@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from loadtests import bench, figures
+from loadtests import bench, benchdoc, figures
 from loadtests.bench import BenchRun, BenchSettings
 from loadtests.cli import main
 from loadtests.services import Service
@@ -50,9 +50,14 @@ def test_bench_c_client_steps_record_runs(echo: Service) -> None:
     run = BenchRun(st)
     bench._h2load(run, echo, 8, bench._grpc_bytes(echo, 1))
     bench._wrk(run, echo, "rest-binary", 8)
-    assert set(run.runs) == {"echo/h2load/grpc/c8/r1", "echo/wrk/rest-binary/c8/r1"}
-    for entry in run.runs.values():
+    bench._h2load(run, echo, 4, bench._grpc_bytes(echo, 64), rows=64)
+    bench._wrk(run, echo, "rest-binary", 4, 64)
+    assert set(run.runs) == {"echo/h2load/grpc/c8/r1", "echo/wrk/rest-binary/c8/r1",
+                             "echo/h2load/grpc/c4/r64", "echo/wrk/rest-binary/c4/r64"}
+    for name, entry in run.runs.items():
         assert figures.rps(entry) > 0 and figures.errors(entry) == 0
+        rows = 64 if name.endswith("/r64") else 1
+        assert figures.rows_per_s(entry) == pytest.approx(rows * figures.rps(entry))
 
 
 def _run(tool: str, rps: float, p99: float = 0.01, errors: int = 0) -> dict[str, Any]:
@@ -111,3 +116,69 @@ def test_drift_cost_is_the_median_of_paired_rounds_ratios() -> None:
     assert cpu["ratio"] == pytest.approx(1000 / 1100) and cpu["met"] is None
     share = by_name["drift-share-single"]  # binning took 1 %, 2 %, 3 % of the server's CPU
     assert share["ratio"] == pytest.approx(0.02) and share["met"] is True
+
+
+def _c_client(tool: str, rps: float, rows: int | None) -> dict[str, Any]:
+    run = {"tool": tool, "server": "", "result": {"requests_per_s": rps, "failed": 0, "non_2xx": 0,
+                                                  "latency_s": {"mean": 0.01}}}
+    return run if rows is None else {**run, "rows": rows}
+
+
+def _large_runs() -> dict[str, Any]:
+    ort = {"tool": "ort", "server": "", "result": {"runs_per_s": 5000, "rows_per_s": 320_000,
+                                                   "latency_s": {"p50": 0.0002}}}
+    return {
+        "echo/python/grpc/c16/r64": _run("python", 120_000), "gateway/python/grpc/c16/r64": _run("python", 75_000),
+        "echo/h2load/grpc/c16/r64": _c_client("h2load", 3000, 64),
+        "gateway/h2load/grpc/c16/r64": _c_client("h2load", 2000, 64),
+        "echo/wrk/rest-binary/c16/r64": _c_client("wrk", 5000, 64),
+        "gateway/wrk/rest-binary/c16/r64": _c_client("wrk", 4500, 64),
+        "echo/python/rest-binary/c16/r64": _run("python", 200_000),
+        "gateway/python/rest-binary/c16/r64": _run("python", 160_000), "ort/b64": ort,
+    }
+
+
+def test_c_client_rows_per_s_is_requests_times_rows_per_request() -> None:
+    assert figures.rows_per_s(_c_client("wrk", 100, 64)) == pytest.approx(6400)
+    assert figures.rows_per_s(_c_client("h2load", 100, None)) == pytest.approx(100)  # older runs: single rows
+
+
+def test_large_figures_per_client_and_protocol_against_ort_and_echo() -> None:
+    by_name = {f["name"]: f for f in figures.compute(_large_runs(), SETTINGS)}
+    assert [n for n in by_name if n.startswith("large")] == [
+        "large", "large-h2load", "large-rest-binary-wrk", "large-rest-binary-python", "large-vs-echo",
+        "large-h2load-vs-echo", "large-rest-binary-wrk-vs-echo", "large-rest-binary-python-vs-echo"]
+    large = by_name["large"]  # the Python client over gRPC keeps its name and runs
+    assert large["runs"] == ["gateway/python/grpc/c16/r64", "ort/b64"]
+    assert large["ratio"] == pytest.approx(75_000 / 320_000) and large["met"] is False
+    h2load = by_name["large-h2load"]
+    assert (h2load["value"], h2load["baseline"]) == (128_000, 320_000) and h2load["target"] == ">= 0.8"
+    wrk = by_name["large-rest-binary-wrk"]
+    assert wrk["ratio"] == pytest.approx(0.9) and wrk["met"] is True and wrk["unit"] == "rows/s"
+    assert by_name["large-rest-binary-python"]["ratio"] == pytest.approx(0.5)
+    echo = by_name["large-h2load-vs-echo"]
+    assert (echo["value"], echo["baseline"]) == (128_000, 192_000) and echo["target"] is None
+    assert echo["met"] is None and echo["runs"][1] == "echo/h2load/grpc/c16/r64"
+
+
+def test_large_figures_cover_only_the_combinations_measured() -> None:
+    runs = {n: r for n, r in _large_runs().items() if "/python/grpc/" in n or n == "ort/b64"}
+    names = [f["name"] for f in figures.compute(runs, SETTINGS)]
+    assert names == ["large", "large-vs-echo"]
+
+
+def test_report_lists_the_large_target_for_every_combination() -> None:
+    runs = _large_runs()
+    doc = {"command": "python -m loadtests bench", "finished_at": "now", "skipped": [], "runs": runs,
+           "figures": figures.compute(runs, SETTINGS),
+           "machine": {"cpu_model": "cpu", "cpu_count": 2, "cpus_usable": 2, "memory_bytes": 2**30,
+                       "platform": "linux", "python": "3.11", "load_average": [0.0, 0.0, 0.0], "packages": {},
+                       "wrk": None, "h2load": None},
+           "settings": {"duration_s": 1, "warmup_s": 0, "workers": 1, "ort_threads": 1, "scenarios": ["large"]}}
+    text = benchdoc.markdown(doc, "bench.json")
+    for name, ratio, met in (("large", "0.23x", "**no**"), ("large-h2load", "0.40x", "**no**"),
+                             ("large-rest-binary-wrk", "0.90x", "yes"),
+                             ("large-rest-binary-python", "0.50x", "**no**")):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        assert f"| {ratio} | >= 0.8 | {met} |" in row, row
+    assert "| gateway/h2load/grpc/c16/r64 | 2,000.0 | 128,000.0 |" in text
