@@ -120,7 +120,8 @@ class Gateway:
         http_auth = authorize_http(self.authenticator) if auth.require_auth else None
         self.grpc = GrpcServer(GrpcServicer(self.plane, self), host=s.host, port=s.grpc_port,
                                max_message_bytes=s.max_request_bytes, reuse_port=reuse,
-                               tls=_tls_pair(s.tls_cert, s.tls_key), authorize=grpc_auth)
+                               tls=_tls_pair(s.tls_cert, s.tls_key), authorize=grpc_auth,
+                               engine=s.grpc_engine)
         data_http = http_app.DataPlaneHttp(self.plane, max_body_bytes=s.max_request_bytes, repository=self,
                                            details=self.scaleout.watch.details)
         # the admin error handler: the same status table, plus the Bearer challenge on 401 / 403
@@ -227,10 +228,10 @@ class Gateway:
             await self.manager.unload(name, loaded.version, self.settings.server.drain_seconds)
 
 
-def _tls_pair(cert: Path | None, key: Path | None) -> tuple[bytes, bytes] | None:
+def _tls_pair(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
     if cert is None or key is None:
         return None
-    return cert.read_bytes(), key.read_bytes()
+    return cert, key
 
 
 def _tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:

@@ -33,6 +33,7 @@ class ServerSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     workers: int = 1
+    grpc_engine: str = "native"  # native: the HTTP/2 server in gateway/protocol/h2; grpcio: grpc.aio
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,12 @@ def _bool(v: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def _grpc_engine(v: str) -> str:
+    if v not in ("native", "grpcio"):
+        raise ValueError("expected native or grpcio")
+    return v
+
+
 def _path(v: str) -> Path:
     return Path(v).expanduser()
 
@@ -119,6 +126,7 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "tls_cert": ("server", "tls_cert", _path),
     "tls_key": ("server", "tls_key", _path),
     "workers": ("server", "workers", _positive_int),
+    "grpc_engine": ("server", "grpc_engine", _grpc_engine),
     "jwt_secret": ("auth", "jwt_secret", str),
     "jwt_public_key": ("auth", "jwt_public_key", _path),
     "jwt_audience": ("auth", "audience", str),

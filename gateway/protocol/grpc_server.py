@@ -1,7 +1,9 @@
 """The gRPC listener: inference service, standard health service, limits, TLS, one error guard.
 
-Every method is wrapped once, here, so a domain error becomes its status code from the table in
-gateway/protocol/status.py and an unexpected one becomes INTERNAL with its details only in the log.
+Two engines serve the same methods: `native` (gateway/protocol/h2, HTTP/2 written for this hot path;
+the default) and `grpcio` (grpc.aio). Every method is wrapped once, here, so a domain error becomes its
+status code from the table in gateway/protocol/status.py and an unexpected one becomes INTERNAL with
+its details only in the log.
 """
 
 from __future__ import annotations
@@ -9,18 +11,23 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from gateway.protocol import status
+from gateway.protocol import grpc_health, status
 from gateway.protocol.grpc_servicer import METHODS, Context, GrpcServicer
+from gateway.protocol.h2 import calls
+from gateway.protocol.h2.server import H2GrpcServer, tls_context
 
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
+ENGINES = ("native", "grpcio")
 Authorize = Callable[[Context], None]
+# (service, method, request type, response type, streaming kind, guarded handler)
+Route = tuple[str, str, Any, Any, str, Callable[..., Any]]
 
 
 def _guard_unary(fn: Callable[[Any, Context], Any], authorize: Authorize | None) -> Callable[[Any, Context], Any]:
@@ -50,7 +57,7 @@ def _guard_stream(fn: Callable[[Any, Context], AsyncIterator[Any]],
 
 
 async def _abort(context: Context, exc: Exception) -> None:
-    if isinstance(exc, grpc.aio.AbortError):
+    if isinstance(exc, grpc.aio.AbortError | calls.Aborted):
         raise exc
     if status.is_known(exc):
         await context.abort(status.grpc_code(exc), str(exc))
@@ -58,62 +65,98 @@ async def _abort(context: Context, exc: Exception) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the gateway's log")
 
 
-def build_handler(servicer: GrpcServicer, authorize: Authorize | None = None) -> grpc.GenericRpcHandler:
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+def routes(servicer: GrpcServicer, health: grpc_health.HealthService, authorize: Authorize | None) -> list[Route]:
+    """Every method both engines serve, each wrapped in the guard."""
+    out: list[Route] = []
     for name, req_type, resp_type, streaming in METHODS:
-        fn = getattr(servicer, name)
         # Health-style probes stay open even when the data plane requires a token.
         auth = None if name in ("ServerLive", "ServerReady") else authorize
-        if streaming:
-            handlers[name] = grpc.stream_stream_rpc_method_handler(
-                _guard_stream(fn, auth), req_type.FromString, resp_type.SerializeToString)
-        else:
-            handlers[name] = grpc.unary_unary_rpc_method_handler(
-                _guard_unary(fn, auth), req_type.FromString, resp_type.SerializeToString)
-    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+        fn = getattr(servicer, name)
+        out.append((SERVICE, name, req_type, resp_type, calls.BIDI if streaming else calls.UNARY,
+                    _guard_stream(fn, auth) if streaming else _guard_unary(fn, auth)))
+    for name, req_type, resp_type, streaming in grpc_health.METHODS:
+        fn = getattr(health, name)
+        out.append((grpc_health.SERVICE, name, req_type, resp_type,
+                    calls.SERVER_STREAM if streaming else calls.UNARY,
+                    _guard_stream(fn, None) if streaming else _guard_unary(fn, None)))
+    return out
+
+
+def native_methods(table: list[Route]) -> dict[str, calls.Method]:
+    return {f"/{service}/{name}": calls.Method(kind, req.FromString, resp.SerializeToString, fn)
+            for service, name, req, resp, kind, fn in table}
+
+
+def grpcio_handlers(table: list[Route]) -> list[grpc.GenericRpcHandler]:
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
+    make = {calls.UNARY: grpc.unary_unary_rpc_method_handler, calls.BIDI: grpc.stream_stream_rpc_method_handler,
+            calls.SERVER_STREAM: grpc.unary_stream_rpc_method_handler}
+    for service, name, req, resp, kind, fn in table:
+        by_service.setdefault(service, {})[name] = make[kind](fn, req.FromString, resp.SerializeToString)
+    return [grpc.method_handlers_generic_handler(s, handlers) for s, handlers in by_service.items()]
 
 
 class GrpcServer:
-    """Owns the grpc.aio server; `start` returns the bound port (0 picks a free one)."""
+    """Owns the listener of the chosen engine; `start` returns the bound port (0 picks a free one)."""
 
     def __init__(self, servicer: GrpcServicer, *, host: str, port: int, max_message_bytes: int,
-                 tls: tuple[bytes, bytes] | None = None, reuse_port: bool = False,
-                 authorize: Authorize | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, reuse_port: bool = False,
+                 authorize: Authorize | None = None, engine: str = "native") -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"gRPC engine: expected one of {ENGINES}, got {engine!r}")
+        self.engine = engine
         self._servicer = servicer
         self._host, self._port = host, port
         self._tls = tls
-        self._options: Sequence[tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ]
+        self._max_message = max_message_bytes
+        self._reuse_port = reuse_port
         self._authorize = authorize
-        self._server: grpc.aio.Server | None = None
-        self.health = health.aio.HealthServicer()
+        self._native: H2GrpcServer | None = None
+        self._grpcio: grpc.aio.Server | None = None
+        self.health = grpc_health.HealthService()
         self.port = 0
 
     async def start(self) -> int:
-        server = grpc.aio.server(options=self._options)
-        server.add_generic_rpc_handlers((build_handler(self._servicer, self._authorize),))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        address = f"{self._host}:{self._port}"
-        if self._tls is not None:
-            cert, key = self._tls
-            self.port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+        table = routes(self._servicer, self.health, self._authorize)
+        if self.engine == "native":
+            ssl_context = None if self._tls is None else tls_context(str(self._tls[0]), str(self._tls[1]))
+            self._native = H2GrpcServer(native_methods(table), host=self._host, port=self._port,
+                                        max_message_bytes=self._max_message, ssl_context=ssl_context,
+                                        reuse_port=self._reuse_port)
+            self.port = await self._native.start()
         else:
-            self.port = server.add_insecure_port(address)
-        await server.start()
-        self._server = server
+            self.port = await self._start_grpcio(table)
         await self.set_serving(False)
         return self.port
 
+    async def _start_grpcio(self, table: list[Route]) -> int:
+        options: Sequence[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", self._max_message),
+            ("grpc.max_send_message_length", self._max_message),
+            ("grpc.so_reuseport", 1 if self._reuse_port else 0),
+        ]
+        server = grpc.aio.server(options=options)
+        server.add_generic_rpc_handlers(grpcio_handlers(table))
+        address = f"{self._host}:{self._port}"
+        if self._tls is not None:
+            cert, key = (p.read_bytes() for p in self._tls)
+            port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+        else:
+            port = server.add_insecure_port(address)
+        await server.start()
+        self._grpcio = server
+        return int(port)
+
     async def set_serving(self, serving: bool) -> None:
-        state = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        state = grpc_health.SERVING if serving else grpc_health.NOT_SERVING
         for service in ("", SERVICE):
-            await self.health.set(service, state)
+            self.health.set(service, state)
 
     async def stop(self, grace: float) -> None:
         """Refuses new calls at once and lets calls in flight finish within `grace` seconds."""
-        if self._server is not None:
-            await self._server.stop(grace)
-            self._server = None
+        if self._native is not None:
+            await self._native.stop(grace)
+            self._native = None
+        if self._grpcio is not None:
+            await self._grpcio.stop(grace)
+            self._grpcio = None

@@ -1,0 +1,468 @@
+"""One HTTP/2 connection of the native gRPC server: frames in, stream states, flow control both ways,
+frames out. The gRPC meaning of a stream (messages, status, deadlines) lives in `calls.py`.
+
+Reads are parsed in place. Everything written in one loop iteration leaves in one `transport.write`.
+Decoded request header blocks are cached while HPACK's dynamic table does not change: clients repeat
+the same block call after call, so decoding costs a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Protocol, cast
+
+import hpack
+
+from gateway.protocol.h2 import frames as f
+
+log = logging.getLogger(__name__)
+
+STREAM_WINDOW = 4 << 20  # what a client may send on one stream before the server reads it
+CONN_WINDOW = 64 << 20
+MAX_FRAME = 1 << 20
+_HEAD_CACHE = 256
+
+
+class Call(Protocol):
+    """The gRPC side of one stream, fed by the connection."""
+
+    def data(self, payload: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class Host(Protocol):
+    """The server a connection belongs to: limits, header parsing and how a stream becomes a call."""
+
+    max_streams: int
+    max_header_list: int
+
+    def parse_head(self, fields: Iterable[tuple[str, str]]) -> Any: ...
+
+    def open_call(self, conn: H2Connection, stream: Stream, head: Any) -> Call: ...
+
+    def connection_made(self, conn: H2Connection) -> None: ...
+
+    def connection_lost(self, conn: H2Connection) -> None: ...
+
+
+class Stream:
+    __slots__ = ("call", "id", "local_closed", "pending", "recv_unacked", "recv_window", "remote_closed",
+                 "send_window", "trailers")
+
+    def __init__(self, stream_id: int, send_window: int) -> None:
+        self.id = stream_id
+        self.send_window = send_window
+        self.recv_window = STREAM_WINDOW
+        self.recv_unacked = 0
+        self.remote_closed = False
+        self.local_closed = False
+        self.pending: deque[bytes] = deque()  # DATA payload waiting for flow-control credit
+        self.trailers: bytes | None = None  # sent once `pending` is empty
+        self.call: Call | None = None
+
+
+class H2Connection(asyncio.Protocol):
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.peer = ""
+        self._buf = bytearray()
+        self._preface = False
+        self._decoder = hpack.Decoder(max_header_list_size=host.max_header_list)
+        self._heads: dict[bytes, Any] = {}
+        self.streams: dict[int, Stream] = {}
+        self.last_stream = 0
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._conn_send = f.DEFAULT_WINDOW
+        self._peer_initial = f.DEFAULT_WINDOW
+        self._peer_frame = f.DEFAULT_FRAME_SIZE
+        self._conn_recv = CONN_WINDOW
+        self._conn_unacked = 0
+        self._blocked: dict[int, Stream] = {}
+        self._block: tuple[int, int, bytearray] | None = None  # header block awaiting CONTINUATION
+        self.draining = False
+
+    # --- asyncio.Protocol --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio's classes
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # replies are small: never wait for an ACK
+        peer = transport.get_extra_info("peername")
+        self.peer = f"ipv4:{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self._queue(f.settings({f.MAX_CONCURRENT_STREAMS: self.host.max_streams,
+                                f.INITIAL_WINDOW_SIZE: STREAM_WINDOW, f.MAX_FRAME_SIZE: MAX_FRAME,
+                                f.MAX_HEADER_LIST_SIZE: self.host.max_header_list, f.ENABLE_PUSH: 0})
+                    + f.window_update(0, CONN_WINDOW - f.DEFAULT_WINDOW))
+        self.host.connection_made(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            if stream.call is not None:
+                stream.call.reset()
+        self._blocked.clear()
+        self.host.connection_lost(self)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        if buf:
+            buf += data
+            view: bytes | bytearray = buf
+        else:
+            view = data
+        try:
+            used = self._frames(view)
+        except f.ConnectionError_ as exc:
+            self.fail(exc.code, str(exc))
+            return
+        except Exception:  # a defect here must cost one connection, never the server
+            log.exception("gRPC connection from %s: unexpected error", self.peer)
+            self.fail(f.INTERNAL_ERROR, "internal error")
+            return
+        if view is buf:
+            del buf[:used]
+        elif used < len(view):
+            self._buf = bytearray(view[used:])
+
+    # --- frames in ---------------------------------------------------------------------------------
+
+    def _frames(self, view: bytes | bytearray) -> int:
+        pos, end = 0, len(view)
+        if not self._preface:
+            if bytes(view[:24]) != f.PREFACE[:min(24, end)]:
+                raise f.ConnectionError_(f.PROTOCOL_ERROR, "not an HTTP/2 client (bad connection preface)")
+            if end < 24:
+                return 0
+            self._preface, pos = True, 24
+        unpack = f.HEAD.unpack_from
+        with memoryview(view) as mv:  # payloads are copied once, out of the read buffer
+            while end - pos >= 9:
+                hi, lo, kind, flags, sid = unpack(view, pos)
+                n = (hi << 8) | lo
+                if n > MAX_FRAME:
+                    raise f.ConnectionError_(f.FRAME_SIZE_ERROR, f"frame of {n} bytes exceeds {MAX_FRAME}")
+                if end - pos - 9 < n:
+                    break
+                payload = bytes(mv[pos + 9:pos + 9 + n])
+                pos += 9 + n
+                sid &= 0x7FFFFFFF
+                if self._block is not None and kind != f.CONTINUATION:
+                    raise f.ConnectionError_(f.PROTOCOL_ERROR, "a header block must be followed by CONTINUATION")
+                if kind == f.DATA:
+                    self._data(flags, sid, payload)
+                elif kind == f.HEADERS:
+                    self._headers(flags, sid, payload)
+                else:
+                    self._control(kind, flags, sid, payload)
+        return pos
+
+    def _data(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise f.ConnectionError_(f.PROTOCOL_ERROR, "DATA on stream 0")
+        n = len(payload)
+        self._conn_recv -= n
+        if self._conn_recv < 0:
+            raise f.ConnectionError_(f.FLOW_CONTROL_ERROR, "the client overran the connection window")
+        self._conn_unacked += n
+        if self._conn_unacked >= CONN_WINDOW // 2:
+            self._queue(f.window_update(0, self._conn_unacked))
+            self._conn_recv += self._conn_unacked
+            self._conn_unacked = 0
+        stream = self.streams.get(sid)
+        if stream is None or stream.remote_closed:
+            if sid > self.last_stream:
+                raise f.ConnectionError_(f.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
+            return  # a stream this side already closed: late frames are dropped
+        stream.recv_window -= n
+        if stream.recv_window < 0:
+            self.reset(stream, f.FLOW_CONTROL_ERROR)
+            return
+        if flags & f.PADDED:
+            payload = _unpad(payload)
+        end = flags & f.END_STREAM
+        if end:
+            stream.remote_closed = True
+        else:
+            stream.recv_unacked += n
+            if stream.recv_unacked >= STREAM_WINDOW // 2:
+                self._queue(f.window_update(sid, stream.recv_unacked))
+                stream.recv_window += stream.recv_unacked
+                stream.recv_unacked = 0
+        call = stream.call
+        if call is not None:
+            if payload:
+                call.data(payload)
+            if end and stream.id in self.streams:
+                call.end()
+
+    def _headers(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0 or sid % 2 == 0:
+            raise f.ConnectionError_(f.PROTOCOL_ERROR, f"HEADERS on stream {sid}: clients open odd streams")
+        if flags & f.PADDED:
+            payload = _unpad(payload)
+        if flags & f.PRIORITY_FLAG:
+            payload = payload[5:]
+        if not flags & f.END_HEADERS:
+            self._block = (sid, flags, bytearray(payload))
+            return
+        self._header_block(sid, flags, bytes(payload))
+
+    def _continuation(self, flags: int, sid: int, payload: bytes) -> None:
+        if self._block is None or self._block[0] != sid:
+            raise f.ConnectionError_(f.PROTOCOL_ERROR, "CONTINUATION without a header block on that stream")
+        block = self._block[2]
+        block += payload
+        if len(block) > 2 * self.host.max_header_list + 1024:
+            raise f.ConnectionError_(f.ENHANCE_YOUR_CALM, "header block too large")
+        if flags & f.END_HEADERS:
+            first_flags = self._block[1]
+            self._block = None
+            self._header_block(sid, first_flags, bytes(block))
+
+    def _header_block(self, sid: int, flags: int, block: bytes) -> None:
+        head = self._decode(block)  # always decoded: HPACK state must follow every block
+        stream = self.streams.get(sid)
+        if stream is not None or sid <= self.last_stream:  # trailers from the client, or a closed stream
+            if stream is not None and not stream.remote_closed:
+                stream.remote_closed = True
+                if stream.call is not None:
+                    stream.call.end()
+            return
+        self.last_stream = sid
+        if self.draining or len(self.streams) >= self.host.max_streams:
+            self._queue(f.rst_stream(sid, f.REFUSED_STREAM))
+            return
+        stream = Stream(sid, self._peer_initial)
+        # Before the call opens: a request refused at once then ends a closed stream, with no RST_STREAM.
+        stream.remote_closed = bool(flags & f.END_STREAM)
+        self.streams[sid] = stream
+        stream.call = self.host.open_call(self, stream, head)
+        if stream.remote_closed and sid in self.streams:
+            stream.call.end()
+
+    def _decode(self, block: bytes) -> Any:
+        head = self._heads.get(block)
+        if head is not None:
+            return head
+        table = self._decoder.header_table.dynamic_entries
+        size, first = len(table), (table[0] if table else None)
+        try:
+            fields = self._decoder.decode(block)
+        except (hpack.HPACKError, UnicodeDecodeError) as exc:
+            raise f.ConnectionError_(f.COMPRESSION_ERROR, f"header block: {exc}") from exc
+        head = self.host.parse_head(cast(list[tuple[str, str]], fields))  # raw=False: names and values are str
+        if len(table) == size and (table[0] if table else None) is first:
+            if len(self._heads) >= _HEAD_CACHE:
+                self._heads.clear()
+            self._heads[block] = head
+        else:  # the table moved: cached blocks may now mean something else
+            self._heads.clear()
+        return head
+
+    def _control(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
+        if kind == f.CONTINUATION:
+            self._continuation(flags, sid, payload)
+        elif kind == f.SETTINGS:
+            self._settings(flags, sid, payload)
+        elif kind == f.WINDOW_UPDATE:
+            self._window_update(sid, payload)
+        elif kind == f.PING:
+            if sid != 0 or len(payload) != 8:
+                raise f.ConnectionError_(f.PROTOCOL_ERROR, "PING must carry 8 bytes on stream 0")
+            if not flags & f.ACK:
+                self._queue(f.frame(f.PING, f.ACK, 0, payload))
+        elif kind == f.RST_STREAM:
+            if sid == 0 or len(payload) != 4:
+                raise f.ConnectionError_(f.PROTOCOL_ERROR, "RST_STREAM needs a stream and 4 bytes")
+            stream = self.streams.pop(sid, None)
+            self._blocked.pop(sid, None)
+            if stream is not None and stream.call is not None:
+                stream.call.reset()
+            self._maybe_close()
+        elif kind == f.PUSH_PROMISE:
+            raise f.ConnectionError_(f.PROTOCOL_ERROR, "clients must not send PUSH_PROMISE")
+        elif kind == f.PRIORITY and sid == 0:
+            raise f.ConnectionError_(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
+        # GOAWAY from a client, PRIORITY and unknown frame types need nothing from the server
+
+    def _settings(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0:
+            raise f.ConnectionError_(f.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & f.ACK:
+            if payload:
+                raise f.ConnectionError_(f.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        for key, value in f.parse_settings(payload):
+            if key == f.INITIAL_WINDOW_SIZE:
+                if value > f.MAX_WINDOW:
+                    raise f.ConnectionError_(f.FLOW_CONTROL_ERROR, "initial window above 2^31-1")
+                delta, self._peer_initial = value - self._peer_initial, value
+                for stream in self.streams.values():
+                    stream.send_window += delta
+            elif key == f.MAX_FRAME_SIZE:
+                if not f.DEFAULT_FRAME_SIZE <= value <= f.MAX_FRAME_SIZE_LIMIT:
+                    raise f.ConnectionError_(f.PROTOCOL_ERROR, f"max frame size {value} out of range")
+                self._peer_frame = value
+            elif key == f.ENABLE_PUSH and value > 1:
+                raise f.ConnectionError_(f.PROTOCOL_ERROR, "ENABLE_PUSH must be 0 or 1")
+        self._queue(f.frame(f.SETTINGS, f.ACK, 0))
+        self._unblock()
+
+    def _window_update(self, sid: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise f.ConnectionError_(f.FRAME_SIZE_ERROR, "WINDOW_UPDATE needs 4 bytes")
+        increment = f.u32(payload) & 0x7FFFFFFF
+        if sid == 0:
+            if increment == 0:
+                raise f.ConnectionError_(f.PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
+            self._conn_send += increment
+            if self._conn_send > f.MAX_WINDOW:
+                raise f.ConnectionError_(f.FLOW_CONTROL_ERROR, "connection window above 2^31-1")
+            self._unblock()
+            return
+        stream = self.streams.get(sid)
+        if stream is None:
+            return
+        stream.send_window += increment
+        if increment == 0 or stream.send_window > f.MAX_WINDOW:
+            self.reset(stream, f.PROTOCOL_ERROR if increment == 0 else f.FLOW_CONTROL_ERROR)
+        elif stream.pending:
+            self._drain(stream)
+
+    # --- frames out --------------------------------------------------------------------------------
+
+    def reply(self, stream: Stream, head: bytes, message: bytes | None, trailers: bytes) -> None:
+        """A whole response: headers, one length-prefixed message (or none), trailers."""
+        if stream.local_closed or stream.id not in self.streams:
+            return
+        self._headers_out(stream.id, 0, head)
+        if message is not None:
+            stream.pending.append(message)
+        stream.trailers = trailers
+        self._drain(stream)
+
+    def send_headers(self, stream: Stream, head: bytes) -> None:
+        if not stream.local_closed and stream.id in self.streams:
+            self._headers_out(stream.id, 0, head)
+
+    def send_message(self, stream: Stream, message: bytes) -> None:
+        if not stream.local_closed and stream.id in self.streams:
+            stream.pending.append(message)
+            self._drain(stream)
+
+    def finish(self, stream: Stream, trailers: bytes) -> None:
+        """Trailers (or a trailers-only response) once every message before them has gone out."""
+        if not stream.local_closed and stream.id in self.streams:
+            stream.trailers = trailers
+            self._drain(stream)
+
+    def reset(self, stream: Stream, code: int) -> None:
+        if self.streams.pop(stream.id, None) is not None:
+            self._queue(f.rst_stream(stream.id, code))
+            self._blocked.pop(stream.id, None)
+            stream.local_closed = True
+            if stream.call is not None:
+                stream.call.reset()
+            self._maybe_close()
+
+    def _drain(self, stream: Stream) -> None:
+        pending, sid = stream.pending, stream.id
+        while pending:
+            credit = min(self._conn_send, stream.send_window)
+            if credit <= 0:
+                self._blocked[sid] = stream
+                return
+            chunk = pending[0]
+            size = min(len(chunk), credit, self._peer_frame)
+            if size == len(chunk):
+                pending.popleft()
+            else:
+                pending[0] = chunk[size:]
+                chunk = chunk[:size]
+            self._conn_send -= size
+            stream.send_window -= size
+            self._queue(f.frame(f.DATA, 0, sid, chunk))
+        self._blocked.pop(sid, None)
+        if stream.trailers is not None:
+            self._headers_out(sid, f.END_STREAM, stream.trailers)
+            stream.local_closed = True
+            if stream.remote_closed:
+                del self.streams[sid]
+            else:  # answered before the request ended: ask the client to stop sending, without error
+                self._queue(f.rst_stream(sid, f.NO_ERROR))
+                del self.streams[sid]
+            self._maybe_close()
+
+    def _headers_out(self, sid: int, flags: int, block: bytes) -> None:
+        """HEADERS, with CONTINUATION for what exceeds the client's MAX_FRAME_SIZE (a long grpc-message)."""
+        size = self._peer_frame
+        if len(block) <= size:
+            self._queue(f.frame(f.HEADERS, flags | f.END_HEADERS, sid, block))
+            return
+        self._queue(f.frame(f.HEADERS, flags, sid, block[:size]))
+        for i in range(size, len(block), size):
+            last = i + size >= len(block)
+            self._queue(f.frame(f.CONTINUATION, f.END_HEADERS if last else 0, sid, block[i:i + size]))
+
+    def _unblock(self) -> None:
+        for stream in list(self._blocked.values()):
+            if self._conn_send <= 0:
+                return
+            self._drain(stream)
+
+    def _queue(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if self.transport is not None and out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    # --- ending ------------------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Graceful close: GOAWAY, no new streams; the connection closes once its streams are done."""
+        if not self.draining:
+            self.draining = True
+            self._queue(f.goaway(self.last_stream, f.NO_ERROR))
+            self._maybe_close()
+
+    def fail(self, code: int, message: str) -> None:
+        """A connection error: GOAWAY with the reason, then close."""
+        log.info("gRPC connection from %s closed: %s", self.peer, message)
+        self._queue(f.goaway(self.last_stream, code, message))
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self._flush()
+            self.transport.abort()
+
+    def _maybe_close(self) -> None:
+        if self.draining and not self.streams and self.transport is not None:
+            self._flush()
+            self.transport.close()
+
+
+def _unpad(payload: bytes) -> bytes:
+    if not payload or payload[0] >= len(payload):
+        raise f.ConnectionError_(f.PROTOCOL_ERROR, "padding longer than the frame")
+    return payload[1:len(payload) - payload[0]]
