@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from google.protobuf import json_format
@@ -57,9 +57,70 @@ def set_param(target: Any, key: str, value: ParamValue) -> None:
         p.string_param = str(value)
 
 
-def to_request(msg: pb.ModelInferRequest, routing: Mapping[str, str], deadline: float | None) -> InferRequest:
-    """Decodes a ModelInferRequest; `deadline` is the call's own (monotonic clock) or None."""
-    raw = msg.raw_input_contents
+# From this size on, `parse_infer` keeps raw_input_contents as views of the received message: protobuf
+# would copy them twice (into its arena, then into a bytes object), which costs more than walking the
+# message's few top-level fields in Python.
+SPLIT_RAW_BYTES = 64 << 10
+_RAW_FIELD = 7  # ModelInferRequest.raw_input_contents
+
+
+class InferMessage:
+    """A ModelInferRequest decoded without its raw_input_contents, which stay views in `raw`."""
+
+    __slots__ = ("msg", "raw")
+
+    def __init__(self, msg: pb.ModelInferRequest, raw: list[memoryview]) -> None:
+        self.msg, self.raw = msg, raw
+
+
+def parse_infer(data: bytes | memoryview) -> pb.ModelInferRequest | InferMessage:
+    """Decodes a received ModelInferRequest (the native gRPC engine's decoder for ModelInfer)."""
+    if len(data) < SPLIT_RAW_BYTES:
+        return pb.ModelInferRequest.FromString(cast(bytes, data))  # protobuf parses any buffer
+    view = memoryview(data)
+    rest, raw = bytearray(), []
+    pos, end = 0, len(view)
+    while pos < end:
+        start = pos
+        key, pos = _varint(view, pos)
+        wire = key & 7
+        if wire == 2:
+            size, pos = _varint(view, pos)
+            if key >> 3 == _RAW_FIELD and pos + size <= end:
+                raw.append(view[pos:pos + size])
+                pos += size
+                continue
+            pos += size
+        elif wire == 0:
+            pos = _varint(view, pos)[1]
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            pos = end + 1
+        if pos > end:  # malformed: protobuf says how
+            return pb.ModelInferRequest.FromString(cast(bytes, data))
+        rest += view[start:pos]
+    return InferMessage(pb.ModelInferRequest.FromString(bytes(rest)), raw)
+
+
+def _varint(view: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    end = len(view)
+    while pos < end and shift < 64:
+        byte = view[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    return 0, end + 1
+
+
+def to_request(msg: pb.ModelInferRequest, routing: Mapping[str, str], deadline: float | None,
+               raw_contents: list[memoryview] | None = None) -> InferRequest:
+    """Decodes a ModelInferRequest; `deadline` is the call's own (monotonic clock) or None;
+    `raw_contents` replaces `msg.raw_input_contents` when `parse_infer` kept them as views."""
+    raw: Any = msg.raw_input_contents if raw_contents is None else raw_contents
     inputs_msg = msg.inputs
     if raw and len(raw) != len(inputs_msg):
         raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(inputs_msg)} inputs; "
@@ -99,7 +160,7 @@ def _header(index: int, t: pb.ModelInferRequest.InferInputTensor) -> tuple[Datat
     return dt, shape
 
 
-def _raw_input(index: int, t: pb.ModelInferRequest.InferInputTensor, raw: bytes) -> InferInput:
+def _raw_input(index: int, t: pb.ModelInferRequest.InferInputTensor, raw: bytes | memoryview) -> InferInput:
     dt, shape = _header(index, t)
     if t.HasField("contents") and t.contents.ByteSize():
         raise InvalidInput(f"{_where(index, t)}: carries both raw_input_contents and typed contents; use one")

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from gateway.protocol import grpc_health, status
+from gateway.protocol import grpc_convert, grpc_health, status
 from gateway.protocol.grpc_servicer import METHODS, Context, GrpcServicer
 from gateway.protocol.h2 import calls
 from gateway.protocol.h2.server import H2GrpcServer, tls_context
@@ -82,9 +82,18 @@ def routes(servicer: GrpcServicer, health: grpc_health.HealthService, authorize:
     return out
 
 
+# Decoders the native engine uses instead of protobuf's, by method: a large ModelInfer keeps its raw
+# contents as views of the received bytes (grpc.aio hands over a parsed message, so it cannot).
+NATIVE_DECODERS: dict[str, Callable[[bytes | memoryview], Any]] = {
+    f"/{SERVICE}/ModelInfer": grpc_convert.parse_infer}
+
+
 def native_methods(table: list[Route]) -> dict[str, calls.Method]:
-    return {f"/{service}/{name}": calls.Method(kind, req.FromString, resp.SerializeToString, fn)
-            for service, name, req, resp, kind, fn in table}
+    methods = {}
+    for service, name, req, resp, kind, fn in table:
+        path = f"/{service}/{name}"
+        methods[path] = calls.Method(kind, NATIVE_DECODERS.get(path, req.FromString), resp.SerializeToString, fn)
+    return methods
 
 
 def grpcio_handlers(table: list[Route]) -> list[grpc.GenericRpcHandler]:

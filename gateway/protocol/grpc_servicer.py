@@ -63,8 +63,12 @@ class GrpcServicer:
                             context: Context) -> pb.ModelMetadataResponse:
         return convert.model_metadata(self.plane.model_metadata(request.name, request.version))
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
-        infer_request = convert.to_request(request, routing_of(context), deadline_of(context))
+    async def ModelInfer(self, request: pb.ModelInferRequest | convert.InferMessage,
+                         context: Context) -> pb.ModelInferResponse:
+        if isinstance(request, convert.InferMessage):  # the native engine kept the raw contents as views
+            infer_request = convert.to_request(request.msg, routing_of(context), deadline_of(context), request.raw)
+        else:
+            infer_request = convert.to_request(request, routing_of(context), deadline_of(context))
         return convert.to_response(await self.plane.infer(infer_request))
 
     async def ModelStreamInfer(self, requests: AsyncIterator[pb.ModelInferRequest],

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from google.protobuf.message import DecodeError
 
 from gateway.errors import InvalidInput
 from gateway.protocol import grpc_convert
@@ -87,3 +88,48 @@ def test_bytes_tensors_round_trip_length_prefixed() -> None:
     back.inputs[0].datatype, back.inputs[0].shape[:] = "BYTES", [3]
     back.raw_input_contents[0] = msg.raw_output_contents[0]
     assert list(grpc_convert.to_request(back, {}, None).inputs[0].data) == [b"ab", b"", b"xyz"]
+
+
+# --- parse_infer: large messages keep their raw contents as views -------------------------------------
+
+
+def _large_request(rows: int = 40) -> pb.ModelInferRequest:
+    msg = pb.ModelInferRequest(model_name="mlp", model_version="1", id="req-7")
+    msg.parameters["timeout"].int64_param = 5_000_000
+    a = np.arange(rows * 784, dtype=np.float32).reshape(rows, 784)
+    b = np.arange(rows, dtype=np.int64).reshape(rows, 1)
+    msg.inputs.add(name="input", datatype="FP32", shape=[rows, 784])
+    msg.inputs.add(name="category", datatype="INT64", shape=[rows, 1])
+    msg.outputs.add(name="probabilities")
+    msg.raw_input_contents.extend([a.tobytes(), b.tobytes()])
+    return msg
+
+
+def test_parse_infer_splits_raw_contents_off_a_large_message_without_changing_anything_else() -> None:
+    msg = _large_request()
+    data = msg.SerializeToString()
+    assert len(data) >= grpc_convert.SPLIT_RAW_BYTES
+    parsed = grpc_convert.parse_infer(memoryview(data))
+    assert isinstance(parsed, grpc_convert.InferMessage)
+    assert [bytes(v) for v in parsed.raw] == list(msg.raw_input_contents)
+    assert all(v.obj is data for v in parsed.raw)  # views of the received bytes, not copies
+    stripped = pb.ModelInferRequest()
+    stripped.CopyFrom(msg)
+    del stripped.raw_input_contents[:]
+    assert parsed.msg == stripped
+    request = grpc_convert.to_request(parsed.msg, {}, None, parsed.raw)
+    direct = grpc_convert.to_request(msg, {}, None)
+    assert [i.name for i in request.inputs] == [i.name for i in direct.inputs]
+    for got, want in zip(request.inputs, direct.inputs, strict=True):
+        np.testing.assert_array_equal(got.data, want.data)
+    assert request.id == "req-7" and request.parameters == direct.parameters
+
+
+def test_parse_infer_leaves_small_messages_to_protobuf_and_reports_malformed_large_ones() -> None:
+    small = pb.ModelInferRequest(model_name="mlp", raw_input_contents=[b"\0" * 16])
+    assert grpc_convert.parse_infer(small.SerializeToString()) == small
+    data = _large_request().SerializeToString()
+    with pytest.raises(DecodeError):
+        grpc_convert.parse_infer(data[:-10])  # the last field's length runs past the end
+    with pytest.raises(DecodeError):
+        grpc_convert.parse_infer(data + b"\x0f")  # wire type 7 does not exist

@@ -163,7 +163,7 @@ class GrpcCall:
         self.done = False
         self._headers_sent = False  # a status after response headers goes in trailers, without :status
         self.deadline: float | None = None
-        self._chunks: list[bytes] = []  # a message arriving in several DATA frames
+        self._chunks: list[bytes | memoryview] = []  # a message arriving in several DATA frames
         self._have = 0
         self._need = 0  # the current message's size with its prefix, once the prefix is in
         self._messages: list[bytes | memoryview] = []
@@ -185,11 +185,11 @@ class GrpcCall:
 
     # --- fed by the connection ---------------------------------------------------------------------
 
-    def data(self, payload: bytes) -> None:
+    def data(self, payload: bytes | memoryview) -> None:
         if self.done:
             return
         if not self._have and len(payload) >= 5 and int.from_bytes(payload[1:5], "big") == len(payload) - 5:
-            self._message(payload[0], memoryview(payload)[5:], len(payload) - 5)  # the usual case: one frame
+            self._message(payload[0], payload[5:], len(payload) - 5)  # the usual case: one frame
             return
         self._chunks.append(payload)
         self._have += len(payload)

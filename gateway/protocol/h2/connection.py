@@ -18,6 +18,7 @@ from typing import Any, Protocol, cast
 import hpack
 
 from gateway.protocol.h2 import frames as f
+from gateway.protocol.h2.reader import FrameReader
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ _HEAD_CACHE = 256
 class Call(Protocol):
     """The gRPC side of one stream, fed by the connection."""
 
-    def data(self, payload: bytes) -> None: ...
+    def data(self, payload: memoryview) -> None: ...
 
     def end(self) -> None: ...
 
@@ -74,8 +75,9 @@ class H2Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.peer = ""
-        self._buf = bytearray()
-        self._preface = False
+        self._reader = FrameReader(self, MAX_FRAME)
+        self._rx: Stream | None = None  # the stream the DATA frame being read belongs to
+        self._rx_end = False  # and whether that frame ends it
         self._decoder = hpack.Decoder(max_header_list_size=host.max_header_list)
         self._heads: dict[bytes, Any] = {}
         self.streams: dict[int, Stream] = {}
@@ -116,66 +118,38 @@ class H2Connection(asyncio.Protocol):
         self.host.connection_lost(self)
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        if buf:
-            buf += data
-            view: bytes | bytearray = buf
-        else:
-            view = data
         try:
-            used = self._frames(view)
+            self._reader.feed(data)
         except f.ConnectionError_ as exc:
             self.fail(exc.code, str(exc))
-            return
         except Exception:  # a defect here must cost one connection, never the server
             log.exception("gRPC connection from %s: unexpected error", self.peer)
             self.fail(f.INTERNAL_ERROR, "internal error")
-            return
-        if view is buf:
-            del buf[:used]
-        elif used < len(view):
-            self._buf = bytearray(view[used:])
 
-    # --- frames in ---------------------------------------------------------------------------------
+    # --- frames in (FrameSink) ---------------------------------------------------------------------
 
-    def _frames(self, view: bytes | bytearray) -> int:
-        pos, end = 0, len(view)
-        if not self._preface:
-            if bytes(view[:24]) != f.PREFACE[:min(24, end)]:
-                raise f.ConnectionError_(f.PROTOCOL_ERROR, "not an HTTP/2 client (bad connection preface)")
-            if end < 24:
-                return 0
-            self._preface, pos = True, 24
-        unpack = f.HEAD.unpack_from
-        with memoryview(view) as mv:  # payloads are copied once, out of the read buffer
-            while end - pos >= 9:
-                hi, lo, kind, flags, sid = unpack(view, pos)
-                n = (hi << 8) | lo
-                if n > MAX_FRAME:
-                    raise f.ConnectionError_(f.FRAME_SIZE_ERROR, f"frame of {n} bytes exceeds {MAX_FRAME}")
-                if end - pos - 9 < n:
-                    break
-                payload = bytes(mv[pos + 9:pos + 9 + n])
-                pos += 9 + n
-                sid &= 0x7FFFFFFF
-                if self._block is not None and kind != f.CONTINUATION:
-                    raise f.ConnectionError_(f.PROTOCOL_ERROR, "a header block must be followed by CONTINUATION")
-                if kind == f.DATA:
-                    self._data(flags, sid, payload)
-                elif kind == f.HEADERS:
-                    self._headers(flags, sid, payload)
-                else:
-                    self._control(kind, flags, sid, payload)
-        return pos
+    def frame(self, kind: int, flags: int, sid: int, payload: memoryview) -> None:
+        if self._block is not None and kind != f.CONTINUATION:
+            raise f.ConnectionError_(f.PROTOCOL_ERROR, "a header block must be followed by CONTINUATION")
+        if kind == f.DATA:
+            self.data_start(flags, sid, len(payload))
+            self.data_piece(_unpad(payload) if flags & f.PADDED else payload, True)
+        elif kind == f.HEADERS:
+            self._headers(flags, sid, payload)
+        else:
+            self._control(kind, flags, sid, bytes(payload))
 
-    def _data(self, flags: int, sid: int, payload: bytes) -> None:
+    def data_start(self, flags: int, sid: int, size: int) -> None:
+        """Flow control for a DATA frame of `size` bytes (padding included) and the stream it feeds."""
+        if self._block is not None:
+            raise f.ConnectionError_(f.PROTOCOL_ERROR, "a header block must be followed by CONTINUATION")
         if sid == 0:
             raise f.ConnectionError_(f.PROTOCOL_ERROR, "DATA on stream 0")
-        n = len(payload)
-        self._conn_recv -= n
+        self._rx = None
+        self._conn_recv -= size
         if self._conn_recv < 0:
             raise f.ConnectionError_(f.FLOW_CONTROL_ERROR, "the client overran the connection window")
-        self._conn_unacked += n
+        self._conn_unacked += size
         if self._conn_unacked >= CONN_WINDOW // 2:
             self._queue(f.window_update(0, self._conn_unacked))
             self._conn_recv += self._conn_unacked
@@ -185,29 +159,36 @@ class H2Connection(asyncio.Protocol):
             if sid > self.last_stream:
                 raise f.ConnectionError_(f.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
             return  # a stream this side already closed: late frames are dropped
-        stream.recv_window -= n
+        stream.recv_window -= size
         if stream.recv_window < 0:
             self.reset(stream, f.FLOW_CONTROL_ERROR)
             return
-        if flags & f.PADDED:
-            payload = _unpad(payload)
-        end = flags & f.END_STREAM
-        if end:
-            stream.remote_closed = True
-        else:
-            stream.recv_unacked += n
+        self._rx_end = bool(flags & f.END_STREAM)
+        if not self._rx_end:
+            stream.recv_unacked += size
             if stream.recv_unacked >= STREAM_WINDOW // 2:
                 self._queue(f.window_update(sid, stream.recv_unacked))
                 stream.recv_window += stream.recv_unacked
                 stream.recv_unacked = 0
-        call = stream.call
-        if call is not None:
-            if payload:
-                call.data(payload)
-            if end and stream.id in self.streams:
-                call.end()
+        self._rx = stream
 
-    def _headers(self, flags: int, sid: int, payload: bytes) -> None:
+    def data_piece(self, piece: memoryview, last: bool) -> None:
+        stream = self._rx
+        if stream is None:
+            return
+        if last:
+            self._rx = None
+            if self._rx_end:
+                stream.remote_closed = True
+        call = stream.call
+        if call is None or stream.id not in self.streams:
+            return
+        if piece:
+            call.data(piece)
+        if last and self._rx_end and stream.id in self.streams:
+            call.end()
+
+    def _headers(self, flags: int, sid: int, payload: memoryview) -> None:
         if sid == 0 or sid % 2 == 0:
             raise f.ConnectionError_(f.PROTOCOL_ERROR, f"HEADERS on stream {sid}: clients open odd streams")
         if flags & f.PADDED:
@@ -462,7 +443,7 @@ class H2Connection(asyncio.Protocol):
             self.transport.close()
 
 
-def _unpad(payload: bytes) -> bytes:
+def _unpad(payload: memoryview) -> memoryview:
     if not payload or payload[0] >= len(payload):
         raise f.ConnectionError_(f.PROTOCOL_ERROR, "padding longer than the frame")
     return payload[1:len(payload) - payload[0]]
