@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -52,7 +54,7 @@ def feed(cuts: list[int]) -> Sink:
     sink = Sink()
     reader = FrameReader(sink, 1 << 20)
     points = sorted({c % len(WIRE) for c in cuts} | {0, len(WIRE)})
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         reader.feed(WIRE[a:b])
     return sink
 

@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 import grpc
 
 from gateway.protocol.h2 import frames as f
-from gateway.protocol.h2.connection import H2Connection, Stream
+from gateway.protocol.h2.connection import H2Connection
+from gateway.protocol.h2.sender import Stream
 
 log = logging.getLogger(__name__)
 

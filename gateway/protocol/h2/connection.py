@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol, cast
 
@@ -19,23 +18,13 @@ import hpack
 
 from gateway.protocol.h2 import frames as f
 from gateway.protocol.h2.reader import FrameReader
+from gateway.protocol.h2.sender import STREAM_WINDOW, Call, Sender, Stream
 
 log = logging.getLogger(__name__)
 
-STREAM_WINDOW = 4 << 20  # what a client may send on one stream before the server reads it
 CONN_WINDOW = 64 << 20
 MAX_FRAME = 1 << 20
 _HEAD_CACHE = 256
-
-
-class Call(Protocol):
-    """The gRPC side of one stream, fed by the connection."""
-
-    def data(self, payload: memoryview) -> None: ...
-
-    def end(self) -> None: ...
-
-    def reset(self) -> None: ...
 
 
 class Host(Protocol):
@@ -53,43 +42,20 @@ class Host(Protocol):
     def connection_lost(self, conn: H2Connection) -> None: ...
 
 
-class Stream:
-    __slots__ = ("call", "id", "local_closed", "pending", "recv_unacked", "recv_window", "remote_closed",
-                 "send_window", "trailers")
-
-    def __init__(self, stream_id: int, send_window: int) -> None:
-        self.id = stream_id
-        self.send_window = send_window
-        self.recv_window = STREAM_WINDOW
-        self.recv_unacked = 0
-        self.remote_closed = False
-        self.local_closed = False
-        self.pending: deque[bytes] = deque()  # DATA payload waiting for flow-control credit
-        self.trailers: bytes | None = None  # sent once `pending` is empty
-        self.call: Call | None = None
-
-
-class H2Connection(asyncio.Protocol):
+class H2Connection(Sender, asyncio.Protocol):
     def __init__(self, host: Host) -> None:
+        super().__init__(asyncio.get_running_loop())
         self.host = host
-        self.transport: asyncio.Transport | None = None
-        self.loop = asyncio.get_running_loop()
         self.peer = ""
         self._reader = FrameReader(self, MAX_FRAME)
         self._rx: Stream | None = None  # the stream the DATA frame being read belongs to
         self._rx_end = False  # and whether that frame ends it
         self._decoder = hpack.Decoder(max_header_list_size=host.max_header_list)
         self._heads: dict[bytes, Any] = {}
-        self.streams: dict[int, Stream] = {}
         self.last_stream = 0
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
-        self._conn_send = f.DEFAULT_WINDOW
         self._peer_initial = f.DEFAULT_WINDOW
-        self._peer_frame = f.DEFAULT_FRAME_SIZE
         self._conn_recv = CONN_WINDOW
         self._conn_unacked = 0
-        self._blocked: dict[int, Stream] = {}
         self._block: tuple[int, int, bytearray] | None = None  # header block awaiting CONTINUATION
         self.draining = False
 
@@ -321,99 +287,6 @@ class H2Connection(asyncio.Protocol):
             self.reset(stream, f.PROTOCOL_ERROR if increment == 0 else f.FLOW_CONTROL_ERROR)
         elif stream.pending:
             self._drain(stream)
-
-    # --- frames out --------------------------------------------------------------------------------
-
-    def reply(self, stream: Stream, head: bytes, message: bytes | None, trailers: bytes) -> None:
-        """A whole response: headers, one length-prefixed message (or none), trailers."""
-        if stream.local_closed or stream.id not in self.streams:
-            return
-        self._headers_out(stream.id, 0, head)
-        if message is not None:
-            stream.pending.append(message)
-        stream.trailers = trailers
-        self._drain(stream)
-
-    def send_headers(self, stream: Stream, head: bytes) -> None:
-        if not stream.local_closed and stream.id in self.streams:
-            self._headers_out(stream.id, 0, head)
-
-    def send_message(self, stream: Stream, message: bytes) -> None:
-        if not stream.local_closed and stream.id in self.streams:
-            stream.pending.append(message)
-            self._drain(stream)
-
-    def finish(self, stream: Stream, trailers: bytes) -> None:
-        """Trailers (or a trailers-only response) once every message before them has gone out."""
-        if not stream.local_closed and stream.id in self.streams:
-            stream.trailers = trailers
-            self._drain(stream)
-
-    def reset(self, stream: Stream, code: int) -> None:
-        if self.streams.pop(stream.id, None) is not None:
-            self._queue(f.rst_stream(stream.id, code))
-            self._blocked.pop(stream.id, None)
-            stream.local_closed = True
-            if stream.call is not None:
-                stream.call.reset()
-            self._maybe_close()
-
-    def _drain(self, stream: Stream) -> None:
-        pending, sid = stream.pending, stream.id
-        while pending:
-            credit = min(self._conn_send, stream.send_window)
-            if credit <= 0:
-                self._blocked[sid] = stream
-                return
-            chunk = pending[0]
-            size = min(len(chunk), credit, self._peer_frame)
-            if size == len(chunk):
-                pending.popleft()
-            else:
-                pending[0] = chunk[size:]
-                chunk = chunk[:size]
-            self._conn_send -= size
-            stream.send_window -= size
-            self._queue(f.frame(f.DATA, 0, sid, chunk))
-        self._blocked.pop(sid, None)
-        if stream.trailers is not None:
-            self._headers_out(sid, f.END_STREAM, stream.trailers)
-            stream.local_closed = True
-            if stream.remote_closed:
-                del self.streams[sid]
-            else:  # answered before the request ended: ask the client to stop sending, without error
-                self._queue(f.rst_stream(sid, f.NO_ERROR))
-                del self.streams[sid]
-            self._maybe_close()
-
-    def _headers_out(self, sid: int, flags: int, block: bytes) -> None:
-        """HEADERS, with CONTINUATION for what exceeds the client's MAX_FRAME_SIZE (a long grpc-message)."""
-        size = self._peer_frame
-        if len(block) <= size:
-            self._queue(f.frame(f.HEADERS, flags | f.END_HEADERS, sid, block))
-            return
-        self._queue(f.frame(f.HEADERS, flags, sid, block[:size]))
-        for i in range(size, len(block), size):
-            last = i + size >= len(block)
-            self._queue(f.frame(f.CONTINUATION, f.END_HEADERS if last else 0, sid, block[i:i + size]))
-
-    def _unblock(self) -> None:
-        for stream in list(self._blocked.values()):
-            if self._conn_send <= 0:
-                return
-            self._drain(stream)
-
-    def _queue(self, data: bytes) -> None:
-        self._out.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        out, self._out = self._out, []
-        if self.transport is not None and out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     # --- ending ------------------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from gateway.protocol.h2 import calls
 from gateway.protocol.h2.calls import GrpcCall, Head, Method
-from gateway.protocol.h2.connection import H2Connection, Stream
+from gateway.protocol.h2.connection import H2Connection
+from gateway.protocol.h2.sender import Stream
 
 log = logging.getLogger(__name__)
 
