@@ -112,9 +112,15 @@ def test_a_candidate_with_shifted_predictions_is_rolled_back_on_prediction_psi(t
             if rollout["phase"] in ("promoted", "rolled_back"):
                 break
         assert gw.gateway is not None
+        # The controller stores the decision, then counts it in the metrics: the API can show it first.
+        rolled_back = 'servegate_rollout_phase{model="mlp",phase="rolled_back"} 1.0'
         metrics = gw.gateway.metrics.render().decode()
+        settle = time.monotonic() + 5
+        while rolled_back not in metrics and time.monotonic() < settle:
+            time.sleep(0.05)
+            metrics = gw.gateway.metrics.render().decode()
     assert rollout["phase"] == "rolled_back", rollout["message"]
-    assert 'servegate_rollout_phase{model="mlp",phase="rolled_back"} 1.0' in metrics
+    assert rolled_back in metrics
     assert 'servegate_rollout_phase{model="mlp",phase="progressing"} 0.0' in metrics
     assert 'servegate_controller_decisions_total{action="rollback",model="mlp"} 1.0' in metrics
     assert 'servegate_traffic_weight{model="mlp",version="2"} 0.0' in metrics  # left the table: 0
