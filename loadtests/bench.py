@@ -30,7 +30,7 @@ MODEL = "mlp"
 DEFAULT_GATEWAY = ("{python} -m gateway.cli serve --repository {repository} "
                    "--http-port 0 --grpc-port 0 --admin-port 0")
 ECHO_AS_GATEWAY = "{python} -m loadtests echo --grpc-port 0 --http-port 0 --onnx {model_file}"
-SCENARIOS = ("overhead", "small", "large", "rest", "peers", "drift")
+SCENARIOS = ("overhead", "small", "large", "rest", "peers", "drift", "engines")
 # The cost sought (a few %) is below this machine's run-to-run noise (an A/A pair of 8 s runs here
 # differs by up to 15 %): many short paired rounds, each pair in alternating order, and the median of
 # the pairs' ratios.
@@ -191,6 +191,7 @@ def run_all(st: BenchSettings, repository: Path, model_file: Path) -> BenchRun:
             "rest": lambda: rest(bench, echo, gateway),
             "peers": lambda: peers(bench, model_file),
             "drift": lambda: drift(bench, repository),
+            "engines": lambda: engines(bench, repository, model_file),
         }
         for name in st.scenarios:
             print(f"{name}:", flush=True)
@@ -333,6 +334,30 @@ def _peer_runs(bench: BenchRun, server: PeerTarget) -> None:
     for protocol in ("rest-binary", "rest-json"):
         if protocol in server.protocols:
             _wrk(bench, server, protocol, conc)
+
+
+def engines(bench: BenchRun, repository: Path, model_file: Path) -> None:
+    """The gateway on each gRPC engine, side by side: native (the default) and grpcio (grpc.aio). The
+    single-caller, small and large gRPC loads run against one, then the other, with both serving."""
+    template = bench.settings.gateway_cmd
+    if template == ECHO_AS_GATEWAY:
+        bench.skipped.append("engines: the echo stands in for the gateway, which has no engines to compare")
+        return
+    commands = [(f"engine-{name}", gateway_command(f"{template} --grpc-engine {name}", repository, model_file))
+                for name in ("native", "grpcio")]
+    bench.commands.update(dict(commands))
+    st = bench.settings
+    with running_all(commands) as servers:
+        for server in servers:
+            _py(bench, server, "grpc", 1, 1)
+        for server in servers:
+            _py(bench, server, "grpc", st.small_concurrency, 1)
+        if st.c_clients:
+            small_request, large_request = _grpc_bytes(servers[0], 1), _grpc_bytes(servers[0], st.large_rows)
+            for server in servers:
+                _h2load(bench, server, st.small_concurrency, small_request)
+            for server in servers:
+                _h2load(bench, server, st.large_concurrency, large_request, rows=st.large_rows)
 
 
 def drift(bench: BenchRun, repository: Path) -> None:

@@ -133,6 +133,9 @@ NOTES = """\
   shares the cores with the server, so it measures itself too; the C clients cost far less. Each
   `-vs-echo` row divides by the echo under the same client and protocol, the most that client and
   transport reach here. wrk and h2load count requests only: their rows/s is req/s times rows per request.
+- Engines: two more gateways, one per gRPC engine (`--grpc-engine native`, the default, and
+  `--grpc-engine grpcio`, grpc.aio), serve side by side, and the single-caller, small and large gRPC
+  loads run against one, then the other. Every other gateway figure is the native engine.
 - Drift on/off: the same gateway with `drift: false` in its model config, in 8 pairs of 4 s runs
   whose order alternates; each figure is the median of the pairs' ratios (two 8 s runs of one server
   differ by up to 15 % here, so a single pair cannot resolve a few percent). `drift-share` reads the

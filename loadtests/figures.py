@@ -222,4 +222,23 @@ def compute(runs: Runs, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
             out += _pair(runs, f"{protocol}-{tool}", f"req/s, 1 row, {conc} callers, {protocol}, {tool}: "
                          "gateway / HTTP echo", f"gateway/{tool}/{protocol}/c{conc}/r1",
                          f"echo/{tool}/{protocol}/c{conc}/r1", rps, None, None, "req/s")
-    return out + _peers(runs, conc) + _drift(runs, conc, lconc, lrows)
+    return out + _peers(runs, conc) + _drift(runs, conc, lconc, lrows) + _engines(runs, conc, lconc, lrows)
+
+
+def _engines(runs: Runs, conc: int, lconc: int, lrows: int) -> list[dict[str, Any]]:
+    """The native gRPC engine over grpc.aio, the same gateway otherwise, measured side by side."""
+    def pair(name: str, what: str, run: str, metric: Callable[[Mapping[str, Any]], float],
+             unit: str) -> list[dict[str, Any]]:
+        return _pair(runs, name, f"{what}: native engine / grpcio engine", f"engine-native/{run}",
+                     f"engine-grpcio/{run}", metric, None, None, unit)
+
+    def p50(run: Mapping[str, Any]) -> float:
+        return latency(run, "p50") or 0.0
+
+    return (pair("engines-latency", "p50 latency, 1 row, 1 caller, gRPC, python", "python/grpc/c1/r1", p50, "s")
+            + pair("engines-small-python", f"req/s, 1 row, {conc} callers, gRPC, python",
+                   f"python/grpc/c{conc}/r1", rps, "req/s")
+            + pair("engines-small-h2load", f"req/s, 1 row, {conc} callers, gRPC, h2load",
+                   f"h2load/grpc/c{conc}/r1", rps, "req/s")
+            + pair("engines-large-h2load", f"rows/s, {lrows}-row requests, {lconc} callers, gRPC, h2load",
+                   f"h2load/grpc/c{lconc}/r{lrows}", rows_per_s, "rows/s"))

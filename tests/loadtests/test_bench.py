@@ -182,3 +182,22 @@ def test_report_lists_the_large_target_for_every_combination() -> None:
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
         assert f"| {ratio} | >= 0.8 | {met} |" in row, row
     assert "| gateway/h2load/grpc/c16/r64 | 2,000.0 | 128,000.0 |" in text
+
+
+def test_engine_figures_compare_the_native_engine_with_grpcio() -> None:
+    runs = {"engine-native/python/grpc/c1/r1": _run("python", 900, p99=0.002),
+            "engine-grpcio/python/grpc/c1/r1": _run("python", 600, p99=0.003),
+            "engine-native/python/grpc/c64/r1": _run("python", 3000),
+            "engine-grpcio/python/grpc/c64/r1": _run("python", 2000),
+            "engine-native/h2load/grpc/c64/r1": _c_client("h2load", 6000, 1),
+            "engine-grpcio/h2load/grpc/c64/r1": _c_client("h2load", 2400, 1),
+            "engine-native/h2load/grpc/c16/r64": _c_client("h2load", 1500, 64),
+            "engine-grpcio/h2load/grpc/c16/r64": _c_client("h2load", 1000, 64)}
+    by_name = {f["name"]: f for f in figures.compute(runs, SETTINGS)}
+    assert list(by_name) == ["engines-latency", "engines-small-python", "engines-small-h2load",
+                             "engines-large-h2load"]
+    assert by_name["engines-latency"]["ratio"] == pytest.approx(0.001 / 0.0015)
+    assert by_name["engines-small-h2load"]["ratio"] == pytest.approx(2.5)
+    large = by_name["engines-large-h2load"]
+    assert (large["value"], large["baseline"], large["unit"]) == (96_000, 64_000, "rows/s")
+    assert all(f["target"] is None and f["met"] is None for f in by_name.values())
