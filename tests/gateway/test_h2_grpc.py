@@ -132,6 +132,7 @@ ERRORS = {
     "abort": (ABORT, request("naïve 100% sûr ✓ %41", code=grpc.StatusCode.PERMISSION_DENIED.value[0]),
               grpc.StatusCode.PERMISSION_DENIED, "naïve 100% sûr ✓ %41"),
     "set_code": (SET_CODE, request("not here"), grpc.StatusCode.NOT_FOUND, "not here"),
+    "edge spaces": (SET_CODE, request("  padded message "), grpc.StatusCode.NOT_FOUND, "  padded message "),
     "handler raises": (FAIL, request(), grpc.StatusCode.INTERNAL, "internal error; see the gateway's log"),
 }
 

@@ -119,8 +119,11 @@ def trailers(code: int, message: str = "", *, only: bool = False) -> bytes:
 
 
 def _percent(message: str) -> bytes:
-    return b"".join(bytes((c,)) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c
-                    for c in message.encode("utf-8"))
+    """gRPC's percent-encoding; spaces at either end too, since HTTP/2 header values may not have them."""
+    raw = message.encode("utf-8")
+    last = len(raw) - 1
+    return b"".join(bytes((c,)) if (0x20 < c <= 0x7E and c != 0x25) or (c == 0x20 and 0 < i < last)
+                    else b"%%%02X" % c for i, c in enumerate(raw))
 
 
 class Context:
