@@ -15,24 +15,12 @@ from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, PingFrame, Pr
 
 from gateway.protocol.pb import grpc_service_pb2 as pb
 from tests.gateway.h2_client import PREFACE, H2Client, Wire, frames_of, grpc_frame, request_headers
-from tests.gateway.native_grpc import INFER, SLOW, WAIT_S, EchoService, NativeServer, loop_errors, request
+from tests.gateway.native_grpc import INFER, SLOW, WAIT_S, EchoService, NativeServer, request
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_loop_errors")]
 
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
 REFUSED_STREAM, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x7, 0x9, 0xB
-
-
-@pytest.fixture(autouse=True)
-def no_loop_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fails a test whose server loop logged an error (a protocol callback that raised, a lost task)."""
-    yield
-    assert loop_errors(caplog.records) == []
-
-
-@pytest.fixture(params=[True, False], ids=["uvloop", "asyncio"])
-def use_uvloop(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
 
 
 @pytest.fixture

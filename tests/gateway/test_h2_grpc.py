@@ -32,20 +32,12 @@ from tests.gateway.native_grpc import (
     WAIT_S,
     EchoService,
     NativeServer,
-    loop_errors,
     pattern,
     request,
 )
 from tests.gateway.test_tls_auth import self_signed
 
-pytestmark = pytest.mark.integration
-
-@pytest.fixture(autouse=True)
-def no_loop_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fails a test whose server loop logged an error (a protocol callback that raised, a lost task)."""
-    yield
-    assert loop_errors(caplog.records) == []
-
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_loop_errors")]
 
 @pytest.fixture
 def service() -> EchoService:

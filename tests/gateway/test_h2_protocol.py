@@ -11,23 +11,11 @@ from h2.settings import SettingCodes
 
 from gateway.protocol.pb import grpc_service_pb2 as pb
 from tests.gateway.h2_client import H2Client, Reply, grpc_frame
-from tests.gateway.native_grpc import INFER, INSPECT, EchoService, NativeServer, loop_errors, pattern, request
+from tests.gateway.native_grpc import INFER, INSPECT, EchoService, NativeServer, pattern, request
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_loop_errors")]
 
 CONTINUATION, DATA = 0x9, 0x0
-
-
-@pytest.fixture(autouse=True)
-def no_loop_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fails a test whose server loop logged an error (a protocol callback that raised, a lost task)."""
-    yield
-    assert loop_errors(caplog.records) == []
-
-
-@pytest.fixture(params=[True, False], ids=["uvloop", "asyncio"])
-def use_uvloop(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
 
 
 @pytest.fixture
