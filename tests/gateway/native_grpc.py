@@ -22,8 +22,9 @@ from gateway.protocol.h2.server import H2GrpcServer
 from gateway.protocol.pb import grpc_service_pb2 as pb
 
 SERVICE = "test.Echo"
-INFER, SLOW, ABORT, FAIL, SET_CODE, INSPECT, CHAT, COUNT = (
-    f"/{SERVICE}/{name}" for name in ("Infer", "Slow", "Abort", "Fail", "SetCode", "Inspect", "Chat", "Count"))
+INFER, SLOW, ABORT, FAIL, SET_CODE, INSPECT, CHAT, COUNT, LAGGING_CHAT = (
+    f"/{SERVICE}/{name}" for name in ("Infer", "Slow", "Abort", "Fail", "SetCode", "Inspect", "Chat", "Count",
+                                      "LaggingChat"))
 WAIT_S = 10.0  # how long the test thread waits for anything the server should do
 
 
@@ -69,7 +70,7 @@ class EchoService:
         table: dict[str, tuple[str, Any]] = {
             INFER: (UNARY, self.infer), SLOW: (UNARY, self.slow), ABORT: (UNARY, self.abort),
             FAIL: (UNARY, self.fail), SET_CODE: (UNARY, self.set_code), INSPECT: (UNARY, self.inspect),
-            CHAT: (BIDI, self.chat), COUNT: (SERVER_STREAM, self.count)}
+            CHAT: (BIDI, self.chat), COUNT: (SERVER_STREAM, self.count), LAGGING_CHAT: (BIDI, self.lagging_chat)}
         return {path: Method(kind, parse, dump, fn) for path, (kind, fn) in table.items()}
 
     async def _hold(self, key: str) -> None:
@@ -129,6 +130,16 @@ class EchoService:
             raise
         finally:
             self.ended.put(key)
+
+    async def lagging_chat(self, requests: AsyncIterator[pb.ModelInferRequest],
+                           context: Context) -> AsyncIterator[pb.ModelInferResponse]:
+        """Bidi echo that reads the first message, then holds until the gate opens before reading on."""
+        first = True
+        async for msg in requests:
+            if first:
+                first = False
+                await self._hold(msg.id)
+            yield _echo(msg)
 
     async def count(self, msg: pb.ModelInferRequest, context: Context) -> AsyncIterator[pb.ModelInferResponse]:
         """`count` replies of `reply_bytes` each; `abort_after` aborts before reply n; `hold` then waits."""

@@ -11,7 +11,16 @@ from h2.settings import SettingCodes
 
 from gateway.protocol.pb import grpc_service_pb2 as pb
 from tests.gateway.h2_client import H2Client, Reply, grpc_frame
-from tests.gateway.native_grpc import INFER, INSPECT, EchoService, NativeServer, pattern, request
+from tests.gateway.native_grpc import (
+    INFER,
+    INSPECT,
+    LAGGING_CHAT,
+    WAIT_S,
+    EchoService,
+    NativeServer,
+    pattern,
+    request,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_loop_errors")]
 
@@ -205,3 +214,28 @@ def test_settings_get_an_ack_and_the_server_announces_its_own(server: NativeServ
         assert client.server_settings[SettingCodes.ENABLE_PUSH] == 0
         reply = client.call(INFER, body(request("after")))  # the connection still works
     assert reply.trailers["grpc-status"] == "0"
+
+
+def test_a_bidi_client_cannot_run_ahead_of_a_handler_that_stops_reading(server: NativeServer) -> None:
+    """Messages a streaming handler has not read yet hold back the stream's window: the client stops
+    after about one window, and goes on once the handler reads again."""
+    service = server.service
+    message = body(request("m", pattern(256 << 10)))
+    with H2Client(server.port) as client:
+        window = client.server_settings[SettingCodes.INITIAL_WINDOW_SIZE]
+        sid = client.start(LAGGING_CHAT, message, end=False)
+        assert service.started.get(timeout=WAIT_S) == "m"  # the handler read the first and now holds
+        sent = 0
+        while client.conn.local_flow_control_window(sid) >= len(message) and sent < 4 * window:
+            client.send(sid, message, end=False)
+            sent += len(message)
+            client.conn.ping(b"in order")  # its ACK comes after any update the data above earned
+            client.flush()
+            client.pump(lambda: bool(client.pings))
+            client.pings.clear()
+        assert window // 2 < sent <= window  # stopped by the window, not by the 4-window cap
+        service.gate.set()
+        client.send(sid, message, end=True)  # waits for the credit the handler's reads give back
+        reply = client.wait(sid)
+    assert reply.trailers["grpc-status"] == "0"
+    assert len(reply.messages()) == 2 + sent // len(message)

@@ -159,7 +159,7 @@ class Context:
 class GrpcCall:
     """One RPC on one stream: collects request messages, runs the handler, writes the reply."""
 
-    __slots__ = ("_chunks", "_expiry", "_have", "_headers_sent", "_messages", "_need", "_queue", "_task",
+    __slots__ = ("_chunks", "_expiry", "_have", "_headers_sent", "_held", "_messages", "_need", "_queue", "_task",
                  "conn", "deadline", "done", "head", "limit", "method", "stream")
 
     def __init__(self, conn: H2Connection, stream: Stream, head: Head, method: Method | None, limit: int) -> None:
@@ -171,6 +171,7 @@ class GrpcCall:
         self._have = 0
         self._need = 0  # the current message's size with its prefix, once the prefix is in
         self._messages: list[bytes | memoryview] = []
+        self._held = 0  # bytes of a bidi call not yet credited to the client: messages wait unread
         self._queue: asyncio.Queue[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
@@ -185,6 +186,7 @@ class GrpcCall:
                 self._expiry = conn.loop.call_later(head.timeout + _DEADLINE_GRACE_S, self._expire)
             if method.kind == BIDI:
                 self._queue = asyncio.Queue()
+                stream.auto_window = False  # credited as the handler reads: see `data` and `_requests`
                 self._start(self._bidi())
 
     # --- fed by the connection ---------------------------------------------------------------------
@@ -192,6 +194,13 @@ class GrpcCall:
     def data(self, payload: bytes | memoryview) -> None:
         if self.done:
             return
+        if self._queue is not None:
+            # While the handler has read every message, bytes are credited as they come (a message larger
+            # than the window must be able to arrive); while messages wait unread, the client must wait.
+            if self._queue.empty():
+                self.conn.credit(self.stream, len(payload))
+            else:
+                self._held += len(payload)
         if not self._have and len(payload) >= 5 and int.from_bytes(payload[1:5], "big") == len(payload) - 5:
             self._message(payload[0], payload[5:], len(payload) - 5)  # the usual case: one frame
             return
@@ -321,6 +330,9 @@ class GrpcCall:
         assert self._queue is not None
         while True:
             body = await self._queue.get()
+            if self._held and self._queue.empty():
+                self.conn.credit(self.stream, self._held)
+                self._held = 0
             if body is _EMPTY:
                 return
             try:

@@ -99,7 +99,10 @@ class H2Connection(Sender, asyncio.Protocol):
             raise f.ConnectionError_(f.PROTOCOL_ERROR, "a header block must be followed by CONTINUATION")
         if kind == f.DATA:
             self.data_start(flags, sid, len(payload))
-            self.data_piece(_unpad(payload) if flags & f.PADDED else payload, True)
+            body = _unpad(payload) if flags & f.PADDED else payload
+            if self._rx is not None and not self._rx.auto_window and len(body) < len(payload):
+                self.credit(self._rx, len(payload) - len(body))  # padding is never the call's to consume
+            self.data_piece(body, True)
         elif kind == f.HEADERS:
             self._headers(flags, sid, payload)
         else:
@@ -130,13 +133,20 @@ class H2Connection(Sender, asyncio.Protocol):
             self.reset(stream, f.FLOW_CONTROL_ERROR)
             return
         self._rx_end = bool(flags & f.END_STREAM)
-        if not self._rx_end:
-            stream.recv_unacked += size
-            if stream.recv_unacked >= STREAM_WINDOW // 2:
-                self._queue(f.window_update(sid, stream.recv_unacked))
-                stream.recv_window += stream.recv_unacked
-                stream.recv_unacked = 0
+        if stream.auto_window and not self._rx_end:
+            self.credit(stream, size)
         self._rx = stream
+
+    def credit(self, stream: Stream, size: int) -> None:
+        """Gives the client `size` more bytes on `stream`; updates go out in steps of a quarter window,
+        which leaves a client at least three quarters of it whenever nothing is held back."""
+        if stream.remote_closed or stream.id not in self.streams:
+            return
+        stream.recv_unacked += size
+        if stream.recv_unacked >= STREAM_WINDOW // 4:
+            self._queue(f.window_update(stream.id, stream.recv_unacked))
+            stream.recv_window += stream.recv_unacked
+            stream.recv_unacked = 0
 
     def data_piece(self, piece: memoryview, last: bool) -> None:
         stream = self._rx

@@ -23,8 +23,8 @@ class Call(Protocol):
 
 
 class Stream:
-    __slots__ = ("call", "id", "local_closed", "pending", "recv_unacked", "recv_window", "remote_closed",
-                 "send_window", "trailers")
+    __slots__ = ("auto_window", "call", "id", "local_closed", "pending", "recv_unacked", "recv_window",
+                 "remote_closed", "send_window", "trailers")
 
     def __init__(self, stream_id: int, send_window: int) -> None:
         self.id = stream_id
@@ -36,6 +36,9 @@ class Stream:
         self.pending: deque[bytes] = deque()  # DATA payload waiting for flow-control credit
         self.trailers: bytes | None = None  # sent once `pending` is empty
         self.call: Call | None = None
+        # True: the receive window is topped up as data arrives. False: the call credits what it has
+        # consumed (`H2Connection.credit`), so a client cannot run ahead of a slow streaming handler.
+        self.auto_window = True
 
 
 class Sender:
