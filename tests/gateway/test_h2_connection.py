@@ -84,6 +84,8 @@ AFTER_PREFACE = {
     "PRIORITY on stream 0": (raw(0x2, 0, 0, bytes(5)), PROTOCOL_ERROR),
     "DATA on a stream never opened": (raw(0x0, 0, 9, b"x"), PROTOCOL_ERROR),
     "PUSH_PROMISE from a client": (raw(0x5, 0x4, 1, b"\x00\x00\x00\x02\x83"), PROTOCOL_ERROR),
+    "a flood of 12,000 PINGs": (raw(0x6, 0, 0, b"12345678") * 12_000, ENHANCE_YOUR_CALM),
+    "a flood of 12,000 RST_STREAMs": (raw(0x3, 0, 1, bytes(4)) * 12_000, ENHANCE_YOUR_CALM),
 }
 BAD_INPUT = {"http/1.1 instead of the preface": (b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", PROTOCOL_ERROR),
              **{name: (PREFACE + sent, code) for name, (sent, code) in AFTER_PREFACE.items()}}
@@ -243,3 +245,11 @@ def test_stop_without_grace_cancels_the_calls_in_flight(server: NativeServer, se
         frames = wire.read_to_close()
     assert any(isinstance(f, GoAwayFrame) for f in frames)
     assert not any(f.stream_id == 1 and "END_STREAM" in f.flags for f in frames)
+
+
+def test_pings_and_resets_within_the_flood_allowance_are_answered(server: NativeServer) -> None:
+    with Wire(server.port) as wire:
+        wire.send(raw(0x6, 0, 0, b"12345678") * 2_000 + raw(0x3, 0, 1, bytes(4)) * 2_000)
+        call(wire, 3, INFER, "after")
+        reply = wire.reply(3)
+    assert reply.trailers["grpc-status"] == "0"

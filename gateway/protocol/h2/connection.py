@@ -23,6 +23,7 @@ from gateway.protocol.h2.sender import STREAM_WINDOW, Call, Sender, Stream
 log = logging.getLogger(__name__)
 
 CONN_WINDOW = 64 << 20
+CONTROL_BURST, CONTROL_RATE = 10_000, 1_000.0  # PING / SETTINGS / RST_STREAM a client may send (see _spend)
 MAX_FRAME = 1 << 20
 _HEAD_CACHE = 256
 
@@ -58,6 +59,7 @@ class H2Connection(Sender, asyncio.Protocol):
         self._conn_unacked = 0
         self._block: tuple[int, int, bytearray] | None = None  # header block awaiting CONTINUATION
         self.draining = False
+        self._control_tokens, self._control_at = float(CONTROL_BURST), self.loop.time()
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -239,10 +241,12 @@ class H2Connection(Sender, asyncio.Protocol):
             if sid != 0 or len(payload) != 8:
                 raise f.ConnectionError_(f.PROTOCOL_ERROR, "PING must carry 8 bytes on stream 0")
             if not flags & f.ACK:
+                self._spend()
                 self._queue(f.frame(f.PING, f.ACK, 0, payload))
         elif kind == f.RST_STREAM:
             if sid == 0 or len(payload) != 4:
                 raise f.ConnectionError_(f.PROTOCOL_ERROR, "RST_STREAM needs a stream and 4 bytes")
+            self._spend()
             stream = self.streams.pop(sid, None)
             self._blocked.pop(sid, None)
             if stream is not None and stream.call is not None:
@@ -254,6 +258,16 @@ class H2Connection(Sender, asyncio.Protocol):
             raise f.ConnectionError_(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
         # GOAWAY from a client, PRIORITY and unknown frame types need nothing from the server
 
+    def _spend(self) -> None:
+        """PING, SETTINGS and RST_STREAM cost the server work for nothing in return: a client gets
+        CONTROL_BURST of them at once and CONTROL_RATE a second after that (a ping or reset flood,
+        "rapid reset", ends its connection)."""
+        now = self.loop.time()
+        self._control_tokens = min(CONTROL_BURST, self._control_tokens + (now - self._control_at) * CONTROL_RATE) - 1
+        self._control_at = now
+        if self._control_tokens < 0:
+            raise f.ConnectionError_(f.ENHANCE_YOUR_CALM, "too many PING, SETTINGS or RST_STREAM frames")
+
     def _settings(self, flags: int, sid: int, payload: bytes) -> None:
         if sid != 0:
             raise f.ConnectionError_(f.PROTOCOL_ERROR, "SETTINGS on a stream")
@@ -261,6 +275,7 @@ class H2Connection(Sender, asyncio.Protocol):
             if payload:
                 raise f.ConnectionError_(f.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
             return
+        self._spend()
         for key, value in f.parse_settings(payload):
             if key == f.INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
