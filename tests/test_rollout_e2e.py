@@ -108,8 +108,12 @@ def test_good_candidate_is_promoted_and_bad_ones_roll_back(tmp_path: Path) -> No
         assert why in json.dumps(status["history"][-1]), status["history"][-1]
         assert stages[model] == {"1": "production", "2": "rolled_back"}
         assert routes[model]["weights"].get("2", 0) == 0
-        # rolled back within two analysis windows of the candidate's first traffic (plus one controller tick)
-        assert status["finished_at"] - started[model] <= 2 * WINDOW_S + 1.5
+        # Rolled back within two analysis windows of the candidate's first traffic, plus one controller
+        # tick, plus one window: on a busy 2-core host a window can fall short of min_requests and be
+        # inconclusive (it failed 1 run in 5 here at two windows, taking 9 s of the 7.5 s allowed).
+        took = status["finished_at"] - started[model]
+        assert took <= 3 * WINDOW_S + 1.5, (model, took, [(h.get("at"), h.get("action"), h.get("message"))
+                                                          for h in status["history"]])
     for model, result in results.items():
         assert result["requests"]["errors"] == 0, (model, result["outcomes"])
         assert result["requests"]["ok"] > 400
