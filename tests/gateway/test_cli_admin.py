@@ -69,10 +69,10 @@ def test_token_needs_a_secret_and_known_roles(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("SERVEGATE_JWT_SECRET", raising=False)
     code, out, err = run(capsys, "token", "--role", "admin")
     assert code == 2 and out == "" and "needs the HS256 secret" in err
-    code, _, err = run(capsys, "token", "--role", "admin", "--jwt-secret", SECRET, "--ttl", "soon")
+    code, _, err = run(capsys, "token", "--role", "admin", f"--jwt-secret={SECRET}", "--ttl", "soon")
     assert code == 2 and "ttl: expected a duration" in err
     with pytest.raises(SystemExit) as exit_:
-        main(["token", "--role", "root", "--jwt-secret", SECRET])
+        main(["token", "--role", "root", f"--jwt-secret={SECRET}"])
     assert exit_.value.code == 2
     assert "invalid choice: 'root'" in capsys.readouterr().err
 
