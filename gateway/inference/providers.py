@@ -1,15 +1,18 @@
 """Chooses the execution provider: CUDA when the runtime has it and a GPU answers, CPU otherwise.
 
 The probe asks the CUDA driver directly (libcuda), so a machine without a GPU is recognised before
-ONNX Runtime is asked for CUDA and prints its own error stack.
+ONNX Runtime is asked for CUDA and prints its own error stack. On a machine with a GPU, the CUDA
+provider's own library is then loaded once: when a CUDA library it needs (cuBLAS, the CUDA runtime)
+is missing, the reason is the loader's one line, not ONNX Runtime's "EP Error" banner.
 """
 
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -45,16 +48,42 @@ def cuda_device_count() -> int:
     return int(count.value)
 
 
-def choose(preference: str, available: Sequence[str], devices: int | None = None) -> ProviderChoice:
-    """`preference` is auto | cpu | cuda; `available` is what the installed runtime was built with."""
+CUDA_PROVIDER_LIBRARY = "libonnxruntime_providers_cuda.so"
+SHARED_PROVIDER_LIBRARY = "libonnxruntime_providers_shared.so"
+
+
+def provider_library_problem(capi_dir: Path) -> str | None:
+    """Loads ONNX Runtime's CUDA provider library from `capi_dir` (the runtime's `capi` folder) the way
+    the runtime will; returns why it cannot load (its first missing library, say), or None when it loads.
+
+    Loading it here is harmless: the runtime's own load later finds the library already mapped."""
+    library = capi_dir / CUDA_PROVIDER_LIBRARY
+    if not library.is_file():
+        return f"{CUDA_PROVIDER_LIBRARY} is not in {capi_dir}"
+    try:
+        shared = capi_dir / SHARED_PROVIDER_LIBRARY
+        if shared.is_file():
+            ctypes.CDLL(str(shared), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(library))
+    except OSError as exc:  # the loader's message names the library it could not open
+        return str(exc).strip() or type(exc).__name__
+    return None
+
+
+def choose(preference: str, available: Sequence[str], devices: int | None = None,
+           library_problem: Callable[[], str | None] | None = None) -> ProviderChoice:
+    """`preference` is auto | cpu | cuda; `available` is what the installed runtime was built with;
+    `library_problem` says why the CUDA provider's library cannot load (asked only when a GPU is there)."""
     if preference == "cpu":
         return ProviderChoice((CPU,), "CPU requested in the model config")
     has_ep = CUDA in available
     gpus = cuda_device_count() if devices is None else devices
-    if has_ep and gpus > 0:
+    problem = library_problem() if has_ep and gpus > 0 and library_problem is not None else None
+    if has_ep and gpus > 0 and problem is None:
         return ProviderChoice((CUDA, CPU), f"CUDA device available ({gpus} found)")
     why = ("the installed onnxruntime has no CUDA execution provider" if not has_ep
-           else "no CUDA device found")
+           else "no CUDA device found" if gpus <= 0
+           else f"the CUDA execution provider cannot load ({problem})")
     if preference == "cuda":
         raise ProviderUnavailable(f"provider 'cuda' is required by the model config but {why}")
     return ProviderChoice((CPU,), f"CPU: {why}")

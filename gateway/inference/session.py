@@ -6,10 +6,13 @@ human can act on; the CUDA path uses I/O binding so inputs go to the device once
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,26 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@lru_cache(maxsize=1)
+def cuda_library_problem() -> str | None:
+    """Why the CUDA provider cannot load in this process, or None. Asked once, and only on a GPU machine.
+
+    `onnxruntime.preload_dlls` first maps the CUDA libraries that pip's `nvidia-*` wheels put beside
+    the runtime (`onnxruntime-gpu[cuda,cudnn]`); it prints what it cannot find, so that goes to the
+    debug log instead of stdout."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed):
+                preload()
+        except Exception as exc:  # a preload failure is reported by the load below
+            log.debug("onnxruntime.preload_dlls failed: %s", exc)
+        if printed.getvalue().strip():
+            log.debug("onnxruntime.preload_dlls: %s", printed.getvalue().strip())
+    return providers.provider_library_problem(Path(ort.__file__).parent / "capi")
+
+
 def default_intra_op_threads(instances: int) -> int:
     """Leave one core to the event loop: ORT threads x instances should not oversubscribe the CPUs."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -56,7 +79,8 @@ class OrtSession:
                 f"{path}: sha256 {self.sha256[:12]}… differs from the registered {expected_sha256[:12]}…; "
                 "the artifact changed after registration")
         try:
-            choice = providers.choose(provider, ort.get_available_providers())
+            choice = providers.choose(provider, ort.get_available_providers(),
+                                      library_problem=cuda_library_problem)
         except providers.ProviderUnavailable as exc:
             raise ModelLoadError(str(exc)) from exc
         self.intra_op_threads = intra_op_threads or default_intra_op_threads(instances)
