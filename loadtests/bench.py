@@ -64,6 +64,7 @@ class BenchSettings:
     c_clients: bool
     scenarios: tuple[str, ...]
     gateway_cmd: str
+    provider: str = "cpu"
     small_concurrency: int = 64
     large_concurrency: int = 16
     large_rows: int = 64
@@ -114,6 +115,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--ort-threads", type=int, default=default_threads(),
                    help="ORT intra-op threads for the gateway's model config, the ORT baseline and the peers "
                         "(default: cores - 1, leaving one to the event loop)")
+    p.add_argument("--provider", choices=("cpu", "cuda"), default="cpu",
+                   help="execution provider of the gateway's model config and of the ORT baseline")
     p.add_argument("--gateway-cmd", default=DEFAULT_GATEWAY,
                    help="command that serves the gateway; {python}, {repository}, {model_file} are filled in")
     p.add_argument("--echo-as-gateway", action="store_true",
@@ -136,6 +139,7 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         warmup_s=args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0),
         workers=args.workers, ort_threads=args.ort_threads, c_clients=not args.no_c_clients,
         scenarios=chosen, gateway_cmd=ECHO_AS_GATEWAY if args.echo_as_gateway else args.gateway_cmd,
+        provider=args.provider,
     )
 
 
@@ -144,7 +148,7 @@ def command(args: argparse.Namespace) -> int:
     st = settings_from(args)
     json_path = args.json or args.out.with_suffix(".json")
     with tempfile.TemporaryDirectory(prefix="loadtests-bench-") as tmp:
-        model_file = build_model(Path(tmp) / "repository", st.ort_threads)
+        model_file = build_model(Path(tmp) / "repository", st.ort_threads, st.provider)
         bench = run_all(st, Path(tmp) / "repository", model_file)
     invocation = ["python", "-m", "loadtests", *getattr(args, "argv", ["bench"])]
     settings = {**settings_dict(st), "server_commands": bench.commands}
@@ -163,12 +167,13 @@ def fragments(directory: Path) -> list[tuple[str, str]]:
     return [(f"{directory.name}/{f.name}", f.read_text()) for f in sorted(directory.glob("*.md"))]
 
 
-def build_model(repository: Path, intra_op_threads: int) -> Path:
-    """The MLP in a Triton-layout repository, its config pinning ORT's intra-op threads for a fair match."""
+def build_model(repository: Path, intra_op_threads: int, provider: str = "cpu") -> Path:
+    """The MLP in a Triton-layout repository, its config pinning ORT's intra-op threads and the execution
+    provider for a fair match with the in-process baseline."""
     from gateway.demo.models import build_mlp
 
     model_file = build_mlp(repository, MODEL, "1")
-    (repository / MODEL / "config.yaml").write_text(f"intra_op_threads: {intra_op_threads}\n")
+    (repository / MODEL / "config.yaml").write_text(f"intra_op_threads: {intra_op_threads}\nprovider: {provider}\n")
     return model_file
 
 
@@ -217,7 +222,7 @@ def _ort(bench: BenchRun, model_file: Path, rows: int) -> None:
     st = bench.settings
     cmd = [sys.executable, "-m", "loadtests", "ort", "--onnx", str(model_file), "--rows", str(rows),
            "--duration", f"{st.duration_s:g}", "--warmup", f"{st.warmup_s:g}",
-           "--intra-threads", str(st.ort_threads)]
+           "--intra-threads", str(st.ort_threads), "--provider", st.provider]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=st.duration_s + st.warmup_s + 120,
                           check=False)
     if proc.returncode != 0:

@@ -154,7 +154,8 @@ def markdown(doc: Mapping[str, Any], json_name: str, fragments: Sequence[tuple[s
         f"- {settings['duration_s']:g} s measured after {settings['warmup_s']:g} s warm-up per run; "
         f"{settings['workers']} generator process(es); scenarios: {', '.join(settings['scenarios'])}",
         f"- ONNX Runtime intra-op threads: {settings['ort_threads']} (the gateway's model config, the ORT "
-        "baseline and the peers all get this)",
+        "baseline and the peers all get this); execution provider of the gateway and the ORT baseline: "
+        f"{settings.get('provider', 'cpu')}",
         *[f"- {name}: `{shlex.join(cmd)}`" for name, cmd in settings.get("server_commands", {}).items()], "",
         "## Figures", "", *_figure_rows(doc["figures"]), "",
         "## Runs", "", *_run_rows(doc["runs"]), "",

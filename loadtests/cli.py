@@ -79,6 +79,8 @@ def _ort_parser(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--intra-threads", type=int, default=0, help="0: ONNX Runtime's default")
+    p.add_argument("--provider", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: the CUDA execution provider (with CPU for the operators CUDA lacks)")
     p.add_argument("--out", type=Path)
 
 
@@ -158,7 +160,7 @@ def _cmd_ort(args: argparse.Namespace) -> int:
     from loadtests import ortbench
 
     result = ortbench.measure(args.onnx, rows=args.rows, duration_s=args.duration, warmup_s=args.warmup,
-                              intra_threads=args.intra_threads)
+                              intra_threads=args.intra_threads, providers=ortbench.PROVIDERS[args.provider])
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.write_text(text)

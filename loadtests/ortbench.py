@@ -12,6 +12,8 @@ from typing import Any
 from loadtests.histogram import Histogram
 from loadtests.payload import TensorSpec, concrete_shape, random_tensors
 
+PROVIDERS = {"cpu": ("CPUExecutionProvider",), "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider")}
+
 _DATATYPE_OF_ORT = {
     "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16", "tensor(int64)": "INT64",
     "tensor(int32)": "INT32", "tensor(int16)": "INT16", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8",
@@ -28,7 +30,11 @@ def measure(onnx_path: str, *, rows: int, duration_s: float, warmup_s: float = 1
         raise ValueError("rows >= 1, duration > 0, warm-up >= 0 and threads >= 0 are required")
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_threads
+    if "CUDAExecutionProvider" in providers and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # the CUDA libraries of pip's nvidia-* wheels, as the gateway loads them
     session = ort.InferenceSession(onnx_path, sess_options=options, providers=list(providers))
+    if session.get_providers()[0] != providers[0]:
+        raise RuntimeError(f"{providers[0]} was asked for but the session runs on {session.get_providers()[0]}")
     specs = [TensorSpec(i.name, _DATATYPE_OF_ORT.get(i.type, "FP32"),
                         tuple(d if isinstance(d, int) else -1 for d in i.shape)) for i in session.get_inputs()]
     feeds = {t.name: t.array for t in random_tensors(specs, rows)}

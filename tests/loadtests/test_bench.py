@@ -40,6 +40,26 @@ def test_bench_runs_every_scenario_and_writes_report_and_json(tmp_path: Path,
     text = out.read_text()
     assert doc["command"] in text and "| overhead |" in text and doc["machine"]["cpu_model"] in text
     assert doc["settings"]["gateway_cmd"].endswith("--onnx {model_file}")
+    assert doc["settings"]["provider"] == "cpu" and "execution provider of the gateway and the ORT baseline: cpu" in text
+    assert runs["ort/b1"]["result"]["providers"] == ["CPUExecutionProvider"]
+
+
+def test_bench_model_config_names_the_provider(tmp_path: Path) -> None:
+    bench.build_model(tmp_path, 3, "cuda")
+    assert (tmp_path / bench.MODEL / "config.yaml").read_text() == "intra_op_threads: 3\nprovider: cuda\n"
+
+
+def test_ort_baseline_refuses_a_silent_cpu_fallback(tmp_path: Path) -> None:
+    """Asked for CUDA where it cannot run, the baseline fails instead of timing the CPU under CUDA's name."""
+    from gateway.inference import providers
+    from loadtests import ortbench
+
+    if providers.cuda_device_count() > 0:
+        pytest.skip("a CUDA device is present: the CUDA baseline would run")
+    model = bench.build_model(tmp_path, 1)
+    with pytest.raises(RuntimeError, match="CUDAExecutionProvider was asked for but the session runs on "
+                                           "CPUExecutionProvider"):
+        ortbench.measure(str(model), rows=1, duration_s=0.1, warmup_s=0, providers=ortbench.PROVIDERS["cuda"])
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("h2load") is None,
