@@ -120,6 +120,19 @@ def test_unknown_method_is_unimplemented(engine_gateway: GatewayThread) -> None:
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+def test_metadata_over_16_kib_fails_only_that_call(engine_gateway: GatewayThread) -> None:
+    assert engine_gateway.endpoints is not None
+    with grpc.insecure_channel(engine_gateway.endpoints.grpc) as channel:
+        live = channel.unary_unary("/inference.GRPCInferenceService/ServerLive",
+                                   request_serializer=lambda _: b"", response_deserializer=bytes)
+        assert live(None, metadata=[("x-token", "t" * 6_000)], timeout=10) is not None
+        with pytest.raises(grpc.RpcError) as err:
+            live(None, metadata=[("x-token", "t" * 20_000)], timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "16384" in (err.value.details() or "")
+        assert live(None, timeout=10) is not None  # the channel's connection still serves
+
+
 def test_the_engine_is_a_validated_setting() -> None:
     assert load({}, {}).server.grpc_engine == "native"
     assert load({"grpc_engine": "grpcio"}, {}).server.grpc_engine == "grpcio"

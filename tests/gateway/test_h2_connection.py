@@ -56,6 +56,7 @@ def assert_serves(port: int) -> None:
 
 HPACK_GARBAGE = b"\xff\xff\xff\xff\x0f"  # an indexed field far beyond any table
 BIG_HEADERS = hpack.Encoder().encode([*request_headers(INFER), NeverIndexedHeaderTuple("x-big", "v" * 20_000)])
+HUGE_HEADERS = hpack.Encoder().encode([*request_headers(INFER), NeverIndexedHeaderTuple("x-big", "v" * 70_000)])
 MAX_WINDOW = (1 << 31) - 1
 
 AFTER_PREFACE = {
@@ -75,8 +76,9 @@ AFTER_PREFACE = {
     "SETTINGS_ENABLE_PUSH of 2": (raw(0x4, 0, 0, struct.pack(">HI", 0x2, 2)), PROTOCOL_ERROR),
     "SETTINGS on a stream": (raw(0x4, 0, 1), PROTOCOL_ERROR),
     "padding longer than the frame": (raw(0x1, 0x4 | 0x8, 1, b"\x05\x83"), PROTOCOL_ERROR),
-    "header list over 16 KiB": (raw(0x1, 0x4, 1, BIG_HEADERS), COMPRESSION_ERROR),
-    "header block over 33 KiB in CONTINUATION": (raw(0x1, 0x0, 1, BIG_HEADERS) + raw(0x9, 0x4, 1, BIG_HEADERS),
+    "header list over 64 KiB": (raw(0x1, 0x4, 1, HUGE_HEADERS), COMPRESSION_ERROR),
+    "header block over 65 KiB in CONTINUATION": (raw(0x1, 0x0, 1, BIG_HEADERS) + raw(0x9, 0, 1, BIG_HEADERS)
+                                                 + raw(0x9, 0, 1, BIG_HEADERS) + raw(0x9, 0x4, 1, BIG_HEADERS),
                                                  ENHANCE_YOUR_CALM),
     "SETTINGS ACK with a payload": (raw(0x4, 0x1, 0, bytes(6)), FRAME_SIZE_ERROR),
     "WINDOW_UPDATE of 3 bytes": (raw(0x8, 0, 0, b"\x00\x00\x01"), FRAME_SIZE_ERROR),
@@ -128,6 +130,21 @@ def test_a_stream_error_resets_that_stream_and_cancels_its_handler(
         assert service.cancelled.get(timeout=WAIT_S) == "victim"
         call(wire, 3, INFER, "next")  # the connection goes on
         assert wire.reply(3).status == 0
+
+
+def test_a_header_list_over_the_limit_fails_only_its_call(server: NativeServer, service: EchoService) -> None:
+    """Over 16 KiB (the advertised SETTINGS_MAX_HEADER_LIST_SIZE) but under the hard limit: the call gets
+    RESOURCE_EXHAUSTED without reaching its handler, and the connection's HPACK state stays in step."""
+    with Wire(server.port) as wire:
+        fields = [*request_headers(SLOW), ("x-big", "v" * 20_000)]  # indexed: the table moves
+        wire.send(HeadersFrame(1, bytes(wire.encoder.encode(fields)), flags=["END_HEADERS"]),
+                  DataFrame(1, body("too-big"), flags=["END_STREAM"]))
+        refused = wire.reply(1)
+        assert refused.status == 8
+        assert "header list of 20" in refused.message and "limit of 16384 bytes" in refused.message
+        call(wire, 3, INFER, "next")  # the same connection, with the encoder's table as it now is
+        assert wire.reply(3).status == 0
+    assert service.started.empty()  # the refused call never reached its (slow) handler
 
 
 def test_closing_the_connection_cancels_its_calls(server: NativeServer, service: EchoService) -> None:

@@ -95,6 +95,13 @@ def parse_head(fields: Iterable[tuple[str, str]]) -> Head:
     return Head(pseudo.get(":path", ""), tuple(metadata), timeout, encoding, refusal)
 
 
+def oversized_head(fields: Iterable[tuple[str, str]], size: int, limit: int) -> Head:
+    """A request whose header list is over the limit: refused with RESOURCE_EXHAUSTED, its connection kept."""
+    path = next((value for name, value in fields if name == ":path"), "")
+    return Head(path, (), None, "identity",
+                (200, 8, f"request header list of {size} bytes is over the server's limit of {limit} bytes"))
+
+
 def _timeout(value: str) -> float | None:
     digits, unit = value[:-1], value[-1:]
     if not digits.isdigit() or len(digits) > 8 or unit not in _TIMEOUT_UNITS:

@@ -26,6 +26,9 @@ CONN_WINDOW = 64 << 20
 CONTROL_BURST, CONTROL_RATE = 10_000, 1_000.0  # PING / SETTINGS / RST_STREAM a client may send (see _spend)
 MAX_FRAME = 1 << 20
 _HEAD_CACHE = 256
+# A header list over the host's limit fails only its call; past this many times the limit (a block
+# that inflates through HPACK's table, say) the connection ends: decoding it would cost too much.
+HARD_HEADER_FACTOR = 4
 
 
 class Host(Protocol):
@@ -35,6 +38,8 @@ class Host(Protocol):
     max_header_list: int
 
     def parse_head(self, fields: Iterable[tuple[str, str]]) -> Any: ...
+
+    def oversized_head(self, fields: Iterable[tuple[str, str]], size: int) -> Any: ...
 
     def open_call(self, conn: H2Connection, stream: Stream, head: Any) -> Call: ...
 
@@ -51,7 +56,7 @@ class H2Connection(Sender, asyncio.Protocol):
         self._reader = FrameReader(self, MAX_FRAME)
         self._rx: Stream | None = None  # the stream the DATA frame being read belongs to
         self._rx_end = False  # and whether that frame ends it
-        self._decoder = hpack.Decoder(max_header_list_size=host.max_header_list)
+        self._decoder = hpack.Decoder(max_header_list_size=HARD_HEADER_FACTOR * host.max_header_list)
         self._heads: dict[bytes, Any] = {}
         self.last_stream = 0
         self._peer_initial = f.DEFAULT_WINDOW
@@ -183,7 +188,7 @@ class H2Connection(Sender, asyncio.Protocol):
             raise f.ConnectionError_(f.PROTOCOL_ERROR, "CONTINUATION without a header block on that stream")
         block = self._block[2]
         block += payload
-        if len(block) > 2 * self.host.max_header_list + 1024:
+        if len(block) > HARD_HEADER_FACTOR * self.host.max_header_list + 1024:
             raise f.ConnectionError_(f.ENHANCE_YOUR_CALM, "header block too large")
         if flags & f.END_HEADERS:
             first_flags = self._block[1]
@@ -218,10 +223,13 @@ class H2Connection(Sender, asyncio.Protocol):
         table = self._decoder.header_table.dynamic_entries
         size, first = len(table), (table[0] if table else None)
         try:
-            fields = self._decoder.decode(block)
+            decoded = self._decoder.decode(block)
         except (hpack.HPACKError, UnicodeDecodeError) as exc:
             raise f.ConnectionError_(f.COMPRESSION_ERROR, f"header block: {exc}") from exc
-        head = self.host.parse_head(cast(list[tuple[str, str]], fields))  # raw=False: names and values are str
+        fields = cast(list[tuple[str, str]], decoded)  # raw=False: names and values are str
+        size = sum(len(name) + len(value) + 32 for name, value in fields)  # RFC 9113's measure of a list
+        head = (self.host.parse_head(fields) if size <= self.host.max_header_list
+                else self.host.oversized_head(fields, size))
         if len(table) == size and (table[0] if table else None) is first:
             if len(self._heads) >= _HEAD_CACHE:
                 self._heads.clear()

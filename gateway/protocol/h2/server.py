@@ -64,6 +64,9 @@ class H2GrpcServer:
     def parse_head(self, fields: Iterable[tuple[str, str]]) -> Head:
         return calls.parse_head(fields)
 
+    def oversized_head(self, fields: Iterable[tuple[str, str]], size: int) -> Head:
+        return calls.oversized_head(fields, size, self.max_header_list)
+
     def open_call(self, conn: H2Connection, stream: Stream, head: Any) -> GrpcCall:
         return GrpcCall(conn, stream, head, self.methods.get(head.path), self.max_message_bytes)
 
