@@ -34,6 +34,9 @@ class ServerSettings:
     tls_key: Path | None = None
     workers: int = 1
     grpc_engine: str = "native"  # native: the HTTP/2 server in gateway/protocol/h2; grpcio: grpc.aio
+    # seconds a gRPC connection may live before the server asks the client to reconnect (GOAWAY); 0 = no
+    # limit. Clients then open a new connection, which spreads them over replicas added since.
+    grpc_max_connection_age: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,7 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "tls_key": ("server", "tls_key", _path),
     "workers": ("server", "workers", _positive_int),
     "grpc_engine": ("server", "grpc_engine", _grpc_engine),
+    "grpc_max_connection_age": ("server", "grpc_max_connection_age", _seconds),
     "jwt_secret": ("auth", "jwt_secret", str),
     "jwt_public_key": ("auth", "jwt_public_key", _path),
     "jwt_audience": ("auth", "audience", str),

@@ -110,7 +110,8 @@ class GrpcServer:
 
     def __init__(self, servicer: GrpcServicer, *, host: str, port: int, max_message_bytes: int,
                  tls: tuple[Path, Path] | None = None, reuse_port: bool = False,
-                 authorize: Authorize | None = None, engine: str = "native") -> None:
+                 authorize: Authorize | None = None, engine: str = "native", max_connection_age: float = 0.0,
+                 max_connection_age_grace: float = 30.0) -> None:
         if engine not in ENGINES:
             raise ValueError(f"gRPC engine: expected one of {ENGINES}, got {engine!r}")
         self.engine = engine
@@ -120,6 +121,7 @@ class GrpcServer:
         self._max_message = max_message_bytes
         self._reuse_port = reuse_port
         self._authorize = authorize
+        self._max_age, self._max_age_grace = max_connection_age, max_connection_age_grace
         self._native: H2GrpcServer | None = None
         self._grpcio: grpc.aio.Server | None = None
         self.health = grpc_health.HealthService()
@@ -131,7 +133,8 @@ class GrpcServer:
             ssl_context = None if self._tls is None else tls_context(str(self._tls[0]), str(self._tls[1]))
             self._native = H2GrpcServer(native_methods(table), host=self._host, port=self._port,
                                         max_message_bytes=self._max_message, ssl_context=ssl_context,
-                                        reuse_port=self._reuse_port)
+                                        reuse_port=self._reuse_port, max_connection_age=self._max_age,
+                                        max_connection_age_grace=self._max_age_grace)
             self.port = await self._native.start()
         else:
             self.port = await self._start_grpcio(table)
@@ -144,6 +147,9 @@ class GrpcServer:
             ("grpc.max_send_message_length", self._max_message),
             ("grpc.so_reuseport", 1 if self._reuse_port else 0),
         ]
+        if self._max_age > 0:  # grpc-core adds its own +-10% jitter, as the native engine does
+            options = [*options, ("grpc.max_connection_age_ms", max(1, round(self._max_age * 1000))),
+                       ("grpc.max_connection_age_grace_ms", round(self._max_age_grace * 1000))]
         server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers(grpcio_handlers(table))
         address = f"{self._host}:{self._port}"

@@ -4,6 +4,7 @@ give the same answers on `native` (the default) and on `grpcio` (grpc.aio)."""
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,9 +134,38 @@ def test_metadata_over_16_kib_fails_only_that_call(engine_gateway: GatewayThread
         assert live(None, timeout=10) is not None  # the channel's connection still serves
 
 
+@pytest.mark.parametrize("engine", ["native", "grpcio"])
+def test_max_connection_age_reconnects_the_client_without_failing_a_call(model_repo: Path, engine: str) -> None:
+    settings = gateway_settings(model_repo, grpc_engine=engine, grpc_max_connection_age=0.3)
+    with GatewayThread(settings) as gw:
+        assert gw.endpoints is not None
+        channel = grpc.insecure_channel(gw.endpoints.grpc)
+        states: queue.Queue[grpc.ChannelConnectivity] = queue.Queue()
+        channel.subscribe(states.put, try_to_connect=True)
+        live = channel.unary_unary("/inference.GRPCInferenceService/ServerLive",
+                                   request_serializer=lambda _: b"", response_deserializer=bytes)
+        calls, end = 0, time.monotonic() + 2.0
+        while time.monotonic() < end:
+            live(None, timeout=10)
+            calls += 1
+            time.sleep(0.01)
+        channel.unsubscribe(states.put)
+        channel.close()
+    seen = [states.get() for _ in range(states.qsize())]
+    assert calls > 20
+    assert seen.count(grpc.ChannelConnectivity.READY) >= 3, seen  # one connection after another
+
+
 def test_the_engine_is_a_validated_setting() -> None:
     assert load({}, {}).server.grpc_engine == "native"
     assert load({"grpc_engine": "grpcio"}, {}).server.grpc_engine == "grpcio"
     assert load({}, {"SERVEGATE_GRPC_ENGINE": "grpcio"}).server.grpc_engine == "grpcio"
     with pytest.raises(SettingsError, match=r"grpc-engine.*expected native or grpcio"):
         load({"grpc_engine": "fast"}, {})
+
+
+def test_max_connection_age_is_a_validated_setting() -> None:
+    assert load({}, {}).server.grpc_max_connection_age == 0.0
+    assert load({}, {"SERVEGATE_GRPC_MAX_CONNECTION_AGE": "300"}).server.grpc_max_connection_age == 300.0
+    with pytest.raises(SettingsError, match=r"grpc-max-connection-age.*must not be negative"):
+        load({"grpc_max_connection_age": "-5"}, {})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import queue
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -258,3 +259,39 @@ def test_tls_with_alpn_h2(service: EchoService, tmp_path: Path, use_uvloop: bool
         with H2Client(srv.port, sock=sock) as client:
             reply = client.call(INFER, grpc_frame(request("raw-tls").SerializeToString()))
         assert reply.status == 0
+
+
+def test_max_connection_age_moves_a_client_to_new_connections(service: EchoService) -> None:
+    """Each connection is drained after about 0.3 s: a client calling for 2 s goes through several, and
+    every call succeeds (grpcio reconnects on GOAWAY)."""
+    with NativeServer(service, max_connection_age=0.3) as srv, grpc.insecure_channel(srv.address) as ch:
+        inspect, peers, calls = unary(ch, INSPECT), set(), 0
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            peers.add(inspect(request(), timeout=WAIT_S).parameters["peer"].string_param)
+            calls += 1
+            time.sleep(0.01)
+    assert calls > 20 and len(peers) >= 3, (calls, peers)
+
+
+def test_an_aged_connection_lets_its_calls_finish(service: EchoService) -> None:
+    with NativeServer(service, max_connection_age=0.3, max_connection_age_grace=10) as srv, \
+            grpc.insecure_channel(srv.address) as ch:
+        slow = unary(ch, SLOW).future(request("held"), timeout=WAIT_S)
+        assert service.started.get(timeout=WAIT_S) == "held"
+        time.sleep(0.6)  # past the age (with its jitter): the connection is draining
+        assert unary(ch, INFER)(request("meanwhile"), timeout=WAIT_S).id == "meanwhile"  # on a new connection
+        service.gate.set()
+        assert slow.result(timeout=WAIT_S).id == "held"
+
+
+def test_an_aged_connection_closes_after_the_grace(service: EchoService) -> None:
+    with NativeServer(service, max_connection_age=0.2, max_connection_age_grace=0.2) as srv, \
+            grpc.insecure_channel(srv.address) as ch:
+        slow = unary(ch, SLOW).future(request("outlived"), timeout=WAIT_S)
+        assert service.started.get(timeout=WAIT_S) == "outlived"
+        with pytest.raises(grpc.RpcError) as err:
+            slow.result(timeout=WAIT_S)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert service.cancelled.get(timeout=WAIT_S) == "outlived"
+        service.gate.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 from collections.abc import Iterable
 from typing import Any, Protocol, cast
@@ -36,6 +37,8 @@ class Host(Protocol):
 
     max_streams: int
     max_header_list: int
+    max_connection_age: float  # seconds; 0 = connections live as long as the client keeps them
+    max_connection_age_grace: float  # seconds the calls of an aged-out connection get to finish
 
     def parse_head(self, fields: Iterable[tuple[str, str]]) -> Any: ...
 
@@ -65,6 +68,7 @@ class H2Connection(Sender, asyncio.Protocol):
         self._block: tuple[int, int, bytearray] | None = None  # header block awaiting CONTINUATION
         self.draining = False
         self._control_tokens, self._control_at = float(CONTROL_BURST), self.loop.time()
+        self._age_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -79,10 +83,27 @@ class H2Connection(Sender, asyncio.Protocol):
                                 f.INITIAL_WINDOW_SIZE: STREAM_WINDOW, f.MAX_FRAME_SIZE: MAX_FRAME,
                                 f.MAX_HEADER_LIST_SIZE: self.host.max_header_list, f.ENABLE_PUSH: 0})
                     + f.window_update(0, CONN_WINDOW - f.DEFAULT_WINDOW))
+        if self.host.max_connection_age > 0:
+            age = self.host.max_connection_age * random.uniform(0.9, 1.1)
+            self._age_timer = self.loop.call_later(age, self._aged)
         self.host.connection_made(self)
+
+    def _aged(self) -> None:
+        """Max connection age reached: GOAWAY, so the client reconnects for new calls (possibly to another
+        replica); the calls in flight get the grace period, then the connection closes regardless."""
+        self._age_timer = None
+        if self.transport is None:
+            return
+        log.debug("gRPC connection from %s reached its maximum age: draining", self.peer)
+        self.drain()
+        if self.transport is not None:
+            self._age_timer = self.loop.call_later(self.host.max_connection_age_grace, self.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self._age_timer is not None:
+            self._age_timer.cancel()
+            self._age_timer = None
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             if stream.call is not None:

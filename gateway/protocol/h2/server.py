@@ -24,8 +24,11 @@ class H2GrpcServer:
 
     def __init__(self, methods: dict[str, Method], *, host: str, port: int, max_message_bytes: int,
                  ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False,
-                 max_streams: int = MAX_STREAMS) -> None:
+                 max_streams: int = MAX_STREAMS, max_connection_age: float = 0.0,
+                 max_connection_age_grace: float = 30.0) -> None:
         self.methods = methods
+        # a connection older than this (+-10% jitter, so clients do not reconnect in step) is drained
+        self.max_connection_age, self.max_connection_age_grace = max_connection_age, max_connection_age_grace
         self.max_message_bytes = max_message_bytes
         self.max_streams = max_streams
         self.max_header_list = MAX_HEADER_LIST
