@@ -204,7 +204,8 @@ class ModelManager:
 
 def _open_session(path: Path, config: ModelConfig, sha256: str | None) -> OrtSession:
     session = OrtSession(path, provider=config.provider, intra_op_threads=config.intra_op_threads,
-                         instances=config.instances, expected_sha256=sha256, input_overrides=config.inputs)
+                         instances=config.instances, expected_sha256=sha256, input_overrides=config.inputs,
+                         device_id=config.device_id, tf32=config.tf32)
     batch = config.max_batch_size if session.signature.batchable else 0
     try:
         session.warm_up([1, batch] if batch > 1 else [1])

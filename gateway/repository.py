@@ -41,6 +41,8 @@ class ModelConfig:
     queue_capacity: int = 1024  # queued requests per version before Overloaded
     instances: int = 1  # concurrent batches per version (each on its own thread)
     provider: str = "auto"
+    device_id: int = 0  # CUDA device this model's sessions run on (with the CUDA provider)
+    tf32: bool = True  # CUDA: FP32 matrix products in TF32 on Ampere and later (ONNX Runtime's default)
     intra_op_threads: int = 0  # 0 = derived from the cores and the instance count
     default_timeout_us: int = 0  # 0 = no server-side deadline
     inputs: Mapping[str, InputOverride] = field(default_factory=dict)
@@ -118,6 +120,7 @@ _INT_FIELDS = {
     "queue_capacity": (1, 1 << 24),
     "instances": (1, 64),
     "intra_op_threads": (0, 1024),
+    "device_id": (0, 1023),
     "drift_bins": (2, 256),
     "drift_sample_rows": (-1, 1 << 20),
     "reference_rows": (1, 1 << 24),
@@ -126,7 +129,7 @@ _INT_FIELDS = {
 
 def parse_config(raw: Mapping[str, Any], defaults: ModelConfig, source: str = "config") -> ModelConfig:
     """Validates a config mapping; errors name `source` and the field."""
-    known = set(_INT_FIELDS) | {"max_queue_delay", "max_queue_delay_us", "provider", "inputs", "drift",
+    known = set(_INT_FIELDS) | {"max_queue_delay", "max_queue_delay_us", "provider", "inputs", "drift", "tf32",
                                 "default_timeout", "default_timeout_us", "latency_budget_ms", "drift_cpu_budget"}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -140,10 +143,11 @@ def parse_config(raw: Mapping[str, Any], defaults: ModelConfig, source: str = "c
             if key in raw:
                 unit = "us" if key.endswith("_us") else "s"
                 values[f"{name}_us"] = _duration_us(raw[key], unit, f"{source}: {key}")
-    if "drift" in raw:
-        if not isinstance(raw["drift"], bool):
-            raise ConfigError(f"{source}: drift must be true or false, got {raw['drift']!r}")
-        values["drift"] = raw["drift"]
+    for name in ("drift", "tf32"):
+        if name in raw:
+            if not isinstance(raw[name], bool):
+                raise ConfigError(f"{source}: {name} must be true or false, got {raw[name]!r}")
+            values[name] = raw[name]
     if "provider" in raw:
         if raw["provider"] not in PROVIDERS:
             raise ConfigError(f"{source}: provider must be one of {list(PROVIDERS)}, got {raw['provider']!r}")

@@ -71,18 +71,22 @@ def provider_library_problem(capi_dir: Path) -> str | None:
 
 
 def choose(preference: str, available: Sequence[str], devices: int | None = None,
-           library_problem: Callable[[], str | None] | None = None) -> ProviderChoice:
+           library_problem: Callable[[], str | None] | None = None, device_id: int = 0) -> ProviderChoice:
     """`preference` is auto | cpu | cuda; `available` is what the installed runtime was built with;
-    `library_problem` says why the CUDA provider's library cannot load (asked only when a GPU is there)."""
+    `library_problem` says why the CUDA provider's library cannot load (asked only when a GPU is there);
+    `device_id` is the CUDA device the model asks for."""
     if preference == "cpu":
         return ProviderChoice((CPU,), "CPU requested in the model config")
     has_ep = CUDA in available
     gpus = cuda_device_count() if devices is None else devices
-    problem = library_problem() if has_ep and gpus > 0 and library_problem is not None else None
-    if has_ep and gpus > 0 and problem is None:
-        return ProviderChoice((CUDA, CPU), f"CUDA device available ({gpus} found)")
+    usable = has_ep and 0 <= device_id < gpus
+    problem = library_problem() if usable and library_problem is not None else None
+    if usable and problem is None:
+        return ProviderChoice((CUDA, CPU), f"CUDA device {device_id} ({gpus} found)")
     why = ("the installed onnxruntime has no CUDA execution provider" if not has_ep
            else "no CUDA device found" if gpus <= 0
+           else f"device_id {device_id} does not exist ({gpus} CUDA device{'s' if gpus > 1 else ''} found)"
+           if device_id >= gpus
            else f"the CUDA execution provider cannot load ({problem})")
     if preference == "cuda":
         raise ProviderUnavailable(f"provider 'cuda' is required by the model config but {why}")

@@ -68,7 +68,8 @@ class OrtSession:
 
     def __init__(self, path: Path, *, provider: str = "auto", intra_op_threads: int = 0,
                  instances: int = 1, expected_sha256: str | None = None,
-                 input_overrides: Mapping[str, InputOverride] | None = None) -> None:
+                 input_overrides: Mapping[str, InputOverride] | None = None, device_id: int = 0,
+                 tf32: bool = True) -> None:
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
@@ -80,10 +81,12 @@ class OrtSession:
                 "the artifact changed after registration")
         try:
             choice = providers.choose(provider, ort.get_available_providers(),
-                                      library_problem=cuda_library_problem)
+                                      library_problem=cuda_library_problem, device_id=device_id)
         except providers.ProviderUnavailable as exc:
             raise ModelLoadError(str(exc)) from exc
         self.intra_op_threads = intra_op_threads or default_intra_op_threads(instances)
+        self.device_id = device_id
+        self._cuda_options = {"device_id": str(device_id), "use_tf32": "1" if tf32 else "0"}
         self._session = self._open(data, choice, path)
         self.provider = self._session.get_providers()[0]
         if choice.wants_cuda and self.provider != providers.CUDA:
@@ -104,8 +107,9 @@ class OrtSession:
         # Spinning worker threads burn a core between batches; on small machines the event loop needs it.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
+        chosen = [(name, self._cuda_options) if name == providers.CUDA else name for name in choice.providers]
         try:
-            return ort.InferenceSession(data, sess_options=opts, providers=list(choice.providers))
+            return ort.InferenceSession(data, sess_options=opts, providers=chosen)
         except Exception as exc:  # ORT raises several private exception types
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"{path}: ONNX Runtime cannot load the model: {first_line}") from exc

@@ -75,7 +75,7 @@ def test_session_runs_on_cuda_with_io_binding(model_repo: Path, index: int) -> N
     path = model_repo / model / version / "model.onnx"
     session = OrtSession(path, provider="cuda")
     assert session.provider == providers.CUDA
-    assert session.provider_reason.startswith("CUDA device available")
+    assert session.provider_reason.startswith("CUDA device 0 (")
     session.warm_up([1, 64])
     got = session.run(feeds)
     assert_close(got, cpu_outputs(path, feeds))
@@ -83,6 +83,26 @@ def test_session_runs_on_cuda_with_io_binding(model_repo: Path, index: int) -> N
     single = session.run({k: v[:1] for k, v in feeds.items()})
     for name, value in got.items():
         np.testing.assert_allclose(single[name], value[:1], rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_tf32_off_gives_fp32_results(model_repo: Path) -> None:
+    """With `tf32: false` the MLP's products run in full FP32: CUDA then agrees with the CPU to float
+    rounding, far inside the TF32 tolerance above."""
+    path = model_repo / "mlp" / "1" / "model.onnx"
+    feeds = {"input": models.mlp_inputs(64, seed=21)}
+    got = OrtSession(path, provider="cuda", tf32=False).run(feeds)
+    want = cpu_outputs(path, feeds)
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_device_that_does_not_exist_fails_the_load_by_name(model_repo: Path) -> None:
+    from gateway.inference.session import ModelLoadError
+
+    beyond = providers.cuda_device_count()
+    with pytest.raises(ModelLoadError, match=rf"device_id {beyond} does not exist"):
+        OrtSession(model_repo / "mlp" / "1" / "model.onnx", provider="cuda", device_id=beyond)
+    fallback = OrtSession(model_repo / "mlp" / "1" / "model.onnx", provider="auto", device_id=beyond)
+    assert fallback.provider == providers.CPU and "does not exist" in fallback.provider_reason
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +138,7 @@ def test_gateway_serves_on_cuda_and_says_so(cuda_gateway: Any) -> None:
             config = stub.ModelConfig(pb.ModelConfigRequest(name=model), timeout=10).config
             assert config.parameters["execution_provider"].string_value == providers.CUDA
             assert [g.kind for g in config.instance_group] == [config.instance_group[0].KIND_GPU]
+            assert list(config.instance_group[0].gpus) == [0]
         feeds = models.two_input_batch(48, seed=11)
         assert_close(_grpc_infer(stub, "mixed", feeds), cpu_outputs(repo / "mixed" / "1" / "model.onnx", feeds))
 

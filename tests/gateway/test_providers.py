@@ -9,6 +9,7 @@ import pytest
 
 from gateway.inference import providers
 from gateway.inference.providers import CPU, CUDA, ProviderUnavailable, choose
+from gateway.repository import ConfigError, ModelConfig, parse_config
 
 WITH_CUDA = ("CUDAExecutionProvider", "CPUExecutionProvider")
 MISSING = "libcublasLt.so.13: cannot open shared object file: No such file or directory"
@@ -25,7 +26,9 @@ def test_cpu_preference_never_asks_for_a_device() -> None:
 def test_auto_takes_cuda_when_the_device_and_library_are_there() -> None:
     choice = choose("auto", WITH_CUDA, devices=2, library_problem=lambda: None)
     assert choice.providers == (CUDA, CPU) and choice.wants_cuda
-    assert choice.reason == "CUDA device available (2 found)"
+    assert choice.reason == "CUDA device 0 (2 found)"
+    assert choose("auto", WITH_CUDA, devices=2, library_problem=lambda: None, device_id=1).reason == \
+        "CUDA device 1 (2 found)"
 
 
 @pytest.mark.parametrize(("available", "devices", "problem", "why"), [
@@ -38,6 +41,26 @@ def test_auto_falls_back_to_cpu_and_says_why(available: tuple[str, ...], devices
     choice = choose("auto", available, devices=devices, library_problem=lambda: problem)
     assert choice.providers == (CPU,) and not choice.wants_cuda
     assert choice.reason == f"CPU: {why}"
+
+
+def test_a_device_id_beyond_the_devices_falls_back_or_fails_by_name() -> None:
+    def never() -> str | None:
+        raise AssertionError("the library check ran for a device that does not exist")
+
+    fallback = choose("auto", WITH_CUDA, devices=1, library_problem=never, device_id=1)
+    assert fallback.providers == (CPU,) and fallback.reason == "CPU: device_id 1 does not exist (1 CUDA device found)"
+    with pytest.raises(ProviderUnavailable, match=r"device_id 3 does not exist \(2 CUDA devices found\)"):
+        choose("cuda", WITH_CUDA, devices=2, library_problem=never, device_id=3)
+
+
+def test_model_config_takes_device_id_and_tf32_and_names_bad_values() -> None:
+    config = parse_config({"provider": "cuda", "device_id": 2, "tf32": False}, ModelConfig(), source="m/config.yaml")
+    assert (config.provider, config.device_id, config.tf32) == ("cuda", 2, False)
+    assert (ModelConfig().device_id, ModelConfig().tf32) == (0, True)
+    with pytest.raises(ConfigError, match=r"m/config.yaml: device_id: expected an integer in \[0, 1023\], got -1"):
+        parse_config({"device_id": -1}, ModelConfig(), source="m/config.yaml")
+    with pytest.raises(ConfigError, match=r"m/config.yaml: tf32 must be true or false, got 'no'"):
+        parse_config({"tf32": "no"}, ModelConfig(), source="m/config.yaml")
 
 
 def test_required_cuda_fails_with_the_library_reason() -> None:
