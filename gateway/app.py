@@ -122,7 +122,8 @@ class Gateway:
                                max_message_bytes=s.max_request_bytes, reuse_port=reuse,
                                tls=_tls_pair(s.tls_cert, s.tls_key), authorize=grpc_auth,
                                engine=s.grpc_engine, max_connection_age=s.grpc_max_connection_age,
-                               max_connection_age_grace=s.drain_seconds)
+                               max_connection_age_grace=s.drain_seconds,
+                               keepalive=(s.grpc_keepalive_time, s.grpc_keepalive_timeout))
         data_http = http_app.DataPlaneHttp(self.plane, max_body_bytes=s.max_request_bytes, repository=self,
                                            details=self.scaleout.watch.details)
         # the admin error handler: the same status table, plus the Bearer challenge on 401 / 403

@@ -37,6 +37,10 @@ class ServerSettings:
     # seconds a gRPC connection may live before the server asks the client to reconnect (GOAWAY); 0 = no
     # limit. Clients then open a new connection, which spreads them over replicas added since.
     grpc_max_connection_age: float = 0.0
+    # a gRPC client silent this long gets a PING, and its connection closes unless it answers within
+    # the timeout: finds clients that vanished without closing. grpc-core's server defaults.
+    grpc_keepalive_time: float = 7200.0
+    grpc_keepalive_timeout: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,8 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "workers": ("server", "workers", _positive_int),
     "grpc_engine": ("server", "grpc_engine", _grpc_engine),
     "grpc_max_connection_age": ("server", "grpc_max_connection_age", _seconds),
+    "grpc_keepalive_time": ("server", "grpc_keepalive_time", _seconds),
+    "grpc_keepalive_timeout": ("server", "grpc_keepalive_timeout", _seconds),
     "jwt_secret": ("auth", "jwt_secret", str),
     "jwt_public_key": ("auth", "jwt_public_key", _path),
     "jwt_audience": ("auth", "audience", str),

@@ -19,7 +19,7 @@ import grpc
 from gateway.protocol import grpc_convert, grpc_health, status
 from gateway.protocol.grpc_servicer import METHODS, Context, GrpcServicer
 from gateway.protocol.h2 import calls
-from gateway.protocol.h2.server import H2GrpcServer, tls_context
+from gateway.protocol.h2.server import KEEPALIVE_TIME, KEEPALIVE_TIMEOUT, H2GrpcServer, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ class GrpcServer:
     def __init__(self, servicer: GrpcServicer, *, host: str, port: int, max_message_bytes: int,
                  tls: tuple[Path, Path] | None = None, reuse_port: bool = False,
                  authorize: Authorize | None = None, engine: str = "native", max_connection_age: float = 0.0,
-                 max_connection_age_grace: float = 30.0) -> None:
+                 max_connection_age_grace: float = 30.0,
+                 keepalive: tuple[float, float] = (KEEPALIVE_TIME, KEEPALIVE_TIMEOUT)) -> None:
         if engine not in ENGINES:
             raise ValueError(f"gRPC engine: expected one of {ENGINES}, got {engine!r}")
         self.engine = engine
@@ -122,6 +123,7 @@ class GrpcServer:
         self._reuse_port = reuse_port
         self._authorize = authorize
         self._max_age, self._max_age_grace = max_connection_age, max_connection_age_grace
+        self._keepalive = keepalive  # (seconds of client silence before a PING, seconds to answer it)
         self._native: H2GrpcServer | None = None
         self._grpcio: grpc.aio.Server | None = None
         self.health = grpc_health.HealthService()
@@ -134,7 +136,8 @@ class GrpcServer:
             self._native = H2GrpcServer(native_methods(table), host=self._host, port=self._port,
                                         max_message_bytes=self._max_message, ssl_context=ssl_context,
                                         reuse_port=self._reuse_port, max_connection_age=self._max_age,
-                                        max_connection_age_grace=self._max_age_grace)
+                                        max_connection_age_grace=self._max_age_grace,
+                                        keepalive_time=self._keepalive[0], keepalive_timeout=self._keepalive[1])
             self.port = await self._native.start()
         else:
             self.port = await self._start_grpcio(table)
@@ -147,6 +150,10 @@ class GrpcServer:
             ("grpc.max_send_message_length", self._max_message),
             ("grpc.so_reuseport", 1 if self._reuse_port else 0),
         ]
+        # keepalive time 0 = never: grpc-core's way to say it is the largest int
+        every_ms = max(1, round(self._keepalive[0] * 1000)) if self._keepalive[0] > 0 else (1 << 31) - 1
+        options = [*options, ("grpc.keepalive_time_ms", every_ms),
+                   ("grpc.keepalive_timeout_ms", max(1, round(self._keepalive[1] * 1000)))]
         if self._max_age > 0:  # grpc-core adds its own +-10% jitter, as the native engine does
             options = [*options, ("grpc.max_connection_age_ms", max(1, round(self._max_age * 1000))),
                        ("grpc.max_connection_age_grace_ms", round(self._max_age_grace * 1000))]

@@ -159,12 +159,13 @@ class NativeServer:
     def __init__(self, service: EchoService, *, max_message_bytes: int = 4 << 20, max_streams: int = 1024,
                  ssl_context: ssl.SSLContext | None = None, use_uvloop: bool = True,
                  extra_methods: dict[str, Method] | None = None, max_connection_age: float = 0.0,
-                 max_connection_age_grace: float = 30.0) -> None:
+                 max_connection_age_grace: float = 30.0, keepalive: tuple[float, float] = (7200.0, 20.0)) -> None:
         self.service = service
         self.server = H2GrpcServer(service.methods() | (extra_methods or {}), host="127.0.0.1", port=0,
                                    max_message_bytes=max_message_bytes, ssl_context=ssl_context,
                                    max_streams=max_streams, max_connection_age=max_connection_age,
-                                   max_connection_age_grace=max_connection_age_grace)
+                                   max_connection_age_grace=max_connection_age_grace,
+                                   keepalive_time=keepalive[0], keepalive_timeout=keepalive[1])
         self.use_uvloop = use_uvloop
         self.port = 0
         self.leaked: list[str] = []

@@ -156,6 +156,27 @@ def test_max_connection_age_reconnects_the_client_without_failing_a_call(model_r
     assert seen.count(grpc.ChannelConnectivity.READY) >= 3, seen  # one connection after another
 
 
+@pytest.mark.parametrize("engine", ["native", "grpcio"])
+def test_keepalive_pings_leave_an_answering_client_connected(model_repo: Path, engine: str) -> None:
+    """The server pings every 0.2 s of silence; grpcio answers, so one connection serves throughout."""
+    settings = gateway_settings(model_repo, grpc_engine=engine, grpc_keepalive_time=0.2,
+                                grpc_keepalive_timeout=1.0)
+    with GatewayThread(settings) as gw:
+        assert gw.endpoints is not None
+        channel = grpc.insecure_channel(gw.endpoints.grpc)
+        states: queue.Queue[grpc.ChannelConnectivity] = queue.Queue()
+        channel.subscribe(states.put, try_to_connect=True)
+        live = channel.unary_unary("/inference.GRPCInferenceService/ServerLive",
+                                   request_serializer=lambda _: b"", response_deserializer=bytes)
+        for _ in range(3):
+            live(None, timeout=10)
+            time.sleep(0.8)  # several keepalive periods of silence
+        channel.unsubscribe(states.put)
+        channel.close()
+    seen = [states.get() for _ in range(states.qsize())]
+    assert seen.count(grpc.ChannelConnectivity.READY) == 1, seen
+
+
 def test_the_engine_is_a_validated_setting() -> None:
     assert load({}, {}).server.grpc_engine == "native"
     assert load({"grpc_engine": "grpcio"}, {}).server.grpc_engine == "grpcio"
@@ -169,3 +190,6 @@ def test_max_connection_age_is_a_validated_setting() -> None:
     assert load({}, {"SERVEGATE_GRPC_MAX_CONNECTION_AGE": "300"}).server.grpc_max_connection_age == 300.0
     with pytest.raises(SettingsError, match=r"grpc-max-connection-age.*must not be negative"):
         load({"grpc_max_connection_age": "-5"}, {})
+    server = load({"grpc_keepalive_time": "60", "grpc_keepalive_timeout": "5"}, {}).server
+    assert (server.grpc_keepalive_time, server.grpc_keepalive_timeout) == (60.0, 5.0)
+    assert (load({}, {}).server.grpc_keepalive_time, load({}, {}).server.grpc_keepalive_timeout) == (7200.0, 20.0)

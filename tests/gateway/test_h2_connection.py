@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 
 import hpack
@@ -270,3 +271,37 @@ def test_pings_and_resets_within_the_flood_allowance_are_answered(server: Native
         call(wire, 3, INFER, "after")
         reply = wire.reply(3)
     assert reply.trailers["grpc-status"] == "0"
+
+
+def test_a_client_that_stops_answering_gets_a_ping_then_loses_its_connection(service: EchoService) -> None:
+    """Keepalive: silent for 0.2 s, the client gets a PING; it does not answer within 0.3 s, so its
+    connection closes and its call in flight is cancelled rather than held for good."""
+    with NativeServer(service, keepalive=(0.2, 0.3)) as srv, Wire(srv.port) as wire:
+        call(wire, 1, SLOW, "stranded")
+        assert service.started.get(timeout=WAIT_S) == "stranded"
+        frames = wire.read_to_close()  # the test thread never answers
+        pings = [f for f in frames if isinstance(f, PingFrame) and "ACK" not in f.flags]
+        goaway = frames[-1]
+        assert pings and pings[0].opaque_data == b"servegat"
+        assert isinstance(goaway, GoAwayFrame) and goaway.error_code == NO_ERROR
+        assert b"keepalive" in goaway.additional_data
+        assert frames.index(pings[0]) < frames.index(goaway)
+        assert service.cancelled.get(timeout=WAIT_S) == "stranded"
+        service.gate.set()
+        assert_serves(srv.port)
+
+
+def test_a_client_that_answers_pings_keeps_its_connection(service: EchoService) -> None:
+    with NativeServer(service, keepalive=(0.1, 0.3)) as srv, Wire(srv.port) as wire:
+        call(wire, 1, INFER, "before")
+        assert wire.reply(1).status == 0
+        answered = 0
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:  # idle but for the PING ACKs
+            frame = wire.read_frame()
+            if isinstance(frame, PingFrame) and "ACK" not in frame.flags:
+                wire.send(PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]))
+                answered += 1
+        assert answered >= 3  # about one per 0.1 s of silence
+        call(wire, 3, INFER, "after")
+        assert wire.reply(3).status == 0  # the same connection, still open

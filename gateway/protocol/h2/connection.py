@@ -39,6 +39,8 @@ class Host(Protocol):
     max_header_list: int
     max_connection_age: float  # seconds; 0 = connections live as long as the client keeps them
     max_connection_age_grace: float  # seconds the calls of an aged-out connection get to finish
+    keepalive_time: float  # seconds without a byte from the client before the server PINGs it; 0 = never
+    keepalive_timeout: float  # seconds the client then has to answer before its connection is closed
 
     def parse_head(self, fields: Iterable[tuple[str, str]]) -> Any: ...
 
@@ -69,6 +71,8 @@ class H2Connection(Sender, asyncio.Protocol):
         self.draining = False
         self._control_tokens, self._control_at = float(CONTROL_BURST), self.loop.time()
         self._age_timer: asyncio.TimerHandle | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._heard = False  # bytes arrived since the keepalive last looked
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -86,7 +90,33 @@ class H2Connection(Sender, asyncio.Protocol):
         if self.host.max_connection_age > 0:
             age = self.host.max_connection_age * random.uniform(0.9, 1.1)
             self._age_timer = self.loop.call_later(age, self._aged)
+        if self.host.keepalive_time > 0:
+            self._keepalive = self.loop.call_later(self.host.keepalive_time, self._keepalive_tick)
         self.host.connection_made(self)
+
+    def _keepalive_tick(self) -> None:
+        """Every `keepalive_time`: a client heard from since the last tick is alive; one that was silent
+        gets a PING, and its connection closes unless some byte (the ACK, say) comes within the timeout.
+        This finds clients that vanished without closing (a dead host, a NAT or load balancer that
+        dropped the flow), whose calls would otherwise hold their handlers and memory for good."""
+        if self.transport is None:
+            return
+        if self._heard:
+            self._heard = False
+            self._keepalive = self.loop.call_later(self.host.keepalive_time, self._keepalive_tick)
+            return
+        self._queue(f.frame(f.PING, 0, 0, b"servegat"))
+        self._keepalive = self.loop.call_later(self.host.keepalive_timeout, self._keepalive_check)
+
+    def _keepalive_check(self) -> None:
+        if self.transport is None:
+            return
+        if self._heard:
+            self._keepalive_tick()
+            return
+        self._keepalive = None
+        self.fail(f.NO_ERROR, f"keepalive: no answer to a PING within {self.host.keepalive_timeout:g} s")
+        self.abort()  # the peer is gone: do not wait for the socket buffer to drain into the void
 
     def _aged(self) -> None:
         """Max connection age reached: GOAWAY, so the client reconnects for new calls (possibly to another
@@ -101,9 +131,10 @@ class H2Connection(Sender, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if self._age_timer is not None:
-            self._age_timer.cancel()
-            self._age_timer = None
+        for timer in (self._age_timer, self._keepalive):
+            if timer is not None:
+                timer.cancel()
+        self._age_timer = self._keepalive = None
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             if stream.call is not None:
@@ -112,6 +143,7 @@ class H2Connection(Sender, asyncio.Protocol):
         self.host.connection_lost(self)
 
     def data_received(self, data: bytes) -> None:
+        self._heard = True
         try:
             self._reader.feed(data)
         except f.ConnectionError_ as exc:

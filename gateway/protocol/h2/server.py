@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 MAX_STREAMS = 1024
 MAX_HEADER_LIST = 16 << 10
+KEEPALIVE_TIME, KEEPALIVE_TIMEOUT = 7200.0, 20.0  # grpc-core's defaults for servers
 
 
 class H2GrpcServer:
@@ -25,10 +26,13 @@ class H2GrpcServer:
     def __init__(self, methods: dict[str, Method], *, host: str, port: int, max_message_bytes: int,
                  ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False,
                  max_streams: int = MAX_STREAMS, max_connection_age: float = 0.0,
-                 max_connection_age_grace: float = 30.0) -> None:
+                 max_connection_age_grace: float = 30.0, keepalive_time: float = KEEPALIVE_TIME,
+                 keepalive_timeout: float = KEEPALIVE_TIMEOUT) -> None:
         self.methods = methods
         # a connection older than this (+-10% jitter, so clients do not reconnect in step) is drained
         self.max_connection_age, self.max_connection_age_grace = max_connection_age, max_connection_age_grace
+        # a client silent this long gets a PING and `keepalive_timeout` to answer it
+        self.keepalive_time, self.keepalive_timeout = keepalive_time, keepalive_timeout
         self.max_message_bytes = max_message_bytes
         self.max_streams = max_streams
         self.max_header_list = MAX_HEADER_LIST
