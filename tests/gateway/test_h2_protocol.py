@@ -5,6 +5,7 @@ uvloop and on the plain asyncio loop."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from h2.settings import SettingCodes
@@ -83,6 +84,24 @@ def test_the_header_cache_never_answers_with_another_calls_metadata(server: Nati
             assert ("x-round" in params) == (i % 7 == 0)
             if i % 7 == 0:
                 assert params["x-round"].string_param == f"str:{i}"
+
+
+def test_a_repeated_header_block_is_decoded_once(server: NativeServer) -> None:
+    """The cache's purpose: a client repeating its headers (indexed, so the blocks are identical) has
+    them parsed once, not once per call."""
+    parsed: list[int] = []
+    parse = server.server.parse_head
+
+    def counting(fields: Any) -> Any:
+        parsed.append(1)
+        return parse(fields)
+
+    server.server.parse_head = counting  # type: ignore[method-assign]
+    with H2Client(server.port) as client:
+        for i in range(20):
+            assert client.call(INFER, body(request(f"r{i}")), extra=[("x-tag", "same")]).trailers["grpc-status"] == "0"
+    # the first block adds the headers to the table; from the second on the block repeats
+    assert 1 <= len(parsed) <= 3, len(parsed)
 
 
 def pump_until_spent(client: H2Client, reply: Reply, credit: int) -> None:

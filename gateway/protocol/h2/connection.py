@@ -280,9 +280,9 @@ class H2Connection(Sender, asyncio.Protocol):
         except (hpack.HPACKError, UnicodeDecodeError) as exc:
             raise f.ConnectionError_(f.COMPRESSION_ERROR, f"header block: {exc}") from exc
         fields = cast(list[tuple[str, str]], decoded)  # raw=False: names and values are str
-        size = sum(len(name) + len(value) + 32 for name, value in fields)  # RFC 9113's measure of a list
-        head = (self.host.parse_head(fields) if size <= self.host.max_header_list
-                else self.host.oversized_head(fields, size))
+        list_size = sum(len(name) + len(value) + 32 for name, value in fields)  # RFC 9113's measure
+        head = (self.host.parse_head(fields) if list_size <= self.host.max_header_list
+                else self.host.oversized_head(fields, list_size))
         if len(table) == size and (table[0] if table else None) is first:
             if len(self._heads) >= _HEAD_CACHE:
                 self._heads.clear()
