@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -17,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from gateway.demo import models
-from gateway.settings import SettingsError, load
+from gateway.settings import Settings, SettingsError, load
 from tests.gateway.harness import GatewayThread, gateway_settings
 
 pytestmark = pytest.mark.integration
@@ -134,9 +135,11 @@ def test_metadata_over_16_kib_fails_only_that_call(engine_gateway: GatewayThread
         assert live(None, timeout=10) is not None  # the channel's connection still serves
 
 
-@pytest.mark.parametrize("engine", ["native", "grpcio"])
-def test_max_connection_age_reconnects_the_client_without_failing_a_call(model_repo: Path, engine: str) -> None:
-    settings = gateway_settings(model_repo, grpc_engine=engine, grpc_max_connection_age=0.3)
+@contextmanager
+def _watched_live_call(settings: Settings) -> Iterator[tuple[Callable[[], object], list[grpc.ChannelConnectivity]]]:
+    """A gateway and a grpcio channel to it: yields ServerLive as a call, and the channel's connectivity
+    states, complete once the block ends (each READY is one connection)."""
+    seen: list[grpc.ChannelConnectivity] = []
     with GatewayThread(settings) as gw:
         assert gw.endpoints is not None
         channel = grpc.insecure_channel(gw.endpoints.grpc)
@@ -144,14 +147,23 @@ def test_max_connection_age_reconnects_the_client_without_failing_a_call(model_r
         channel.subscribe(states.put, try_to_connect=True)
         live = channel.unary_unary("/inference.GRPCInferenceService/ServerLive",
                                    request_serializer=lambda _: b"", response_deserializer=bytes)
+        try:
+            yield (lambda: live(None, timeout=10)), seen
+        finally:
+            channel.unsubscribe(states.put)
+            channel.close()
+            seen.extend(states.get() for _ in range(states.qsize()))
+
+
+@pytest.mark.parametrize("engine", ["native", "grpcio"])
+def test_max_connection_age_reconnects_the_client_without_failing_a_call(model_repo: Path, engine: str) -> None:
+    settings = gateway_settings(model_repo, grpc_engine=engine, grpc_max_connection_age=0.3)
+    with _watched_live_call(settings) as (live, seen):
         calls, end = 0, time.monotonic() + 2.0
         while time.monotonic() < end:
-            live(None, timeout=10)
+            live()
             calls += 1
             time.sleep(0.01)
-        channel.unsubscribe(states.put)
-        channel.close()
-    seen = [states.get() for _ in range(states.qsize())]
     assert calls > 20
     assert seen.count(grpc.ChannelConnectivity.READY) >= 3, seen  # one connection after another
 
@@ -161,19 +173,10 @@ def test_keepalive_pings_leave_an_answering_client_connected(model_repo: Path, e
     """The server pings every 0.2 s of silence; grpcio answers, so one connection serves throughout."""
     settings = gateway_settings(model_repo, grpc_engine=engine, grpc_keepalive_time=0.2,
                                 grpc_keepalive_timeout=1.0)
-    with GatewayThread(settings) as gw:
-        assert gw.endpoints is not None
-        channel = grpc.insecure_channel(gw.endpoints.grpc)
-        states: queue.Queue[grpc.ChannelConnectivity] = queue.Queue()
-        channel.subscribe(states.put, try_to_connect=True)
-        live = channel.unary_unary("/inference.GRPCInferenceService/ServerLive",
-                                   request_serializer=lambda _: b"", response_deserializer=bytes)
+    with _watched_live_call(settings) as (live, seen):
         for _ in range(3):
-            live(None, timeout=10)
+            live()
             time.sleep(0.8)  # several keepalive periods of silence
-        channel.unsubscribe(states.put)
-        channel.close()
-    seen = [states.get() for _ in range(states.qsize())]
     assert seen.count(grpc.ChannelConnectivity.READY) == 1, seen
 
 
