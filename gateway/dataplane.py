@@ -118,9 +118,9 @@ class DataPlane:
                                          "default_timeout_microseconds": cfg.default_timeout_us,
                                          "allow_timeout_override": True},
             } if batch > 0 else {},
-            "instance_group": [{"name": f"{model}_0", "count": cfg.instances, "kind": "KIND_GPU", "gpus": [cfg.device_id]}
-                               if loaded.provider.startswith("CUDA") else
-                               {"name": f"{model}_0", "count": cfg.instances, "kind": "KIND_CPU"}],
+            "instance_group": [{"name": f"{model}_0", "count": cfg.instances,
+                                **({"kind": "KIND_GPU", "gpus": [cfg.device_id]} if loaded.provider.startswith("CUDA")
+                                   else {"kind": "KIND_CPU"})}],
             "default_model_filename": "model.onnx",
             "parameters": {"execution_provider": {"string_value": loaded.provider}},
         }

@@ -85,7 +85,6 @@ class OrtSession:
         except providers.ProviderUnavailable as exc:
             raise ModelLoadError(str(exc)) from exc
         self.intra_op_threads = intra_op_threads or default_intra_op_threads(instances)
-        self.device_id = device_id
         self._cuda_options = {"device_id": str(device_id), "use_tf32": "1" if tf32 else "0"}
         self._session = self._open(data, choice, path)
         self.provider = self._session.get_providers()[0]
