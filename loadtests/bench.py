@@ -37,6 +37,16 @@ SCENARIOS = ("overhead", "small", "large", "rest", "peers", "drift", "engines")
 DRIFT_ROUNDS = 8
 DRIFT_RUN_S = 4.0
 DRIFT_WARMUP_S = 1.0
+# The large-request target divides the gateway's rows/s by ORT's. The host's speed drifts within
+# minutes (ORT alone at batch 64 on one thread: p50 270 µs, then 214 µs, a minute apart), so one ORT
+# run set against runs made minutes before or after it moves the ratio by more than its margin. Each client's
+# gateway run is paired with an ORT run made next to it, in rounds whose order alternates, and the
+# figure is the median of the pairs' ratios.
+LARGE_ROUNDS = 5
+LARGE_RUN_S = 4.0
+LARGE_WARMUP_S = 1.0
+# (tool, protocol) of the large-request runs: the Python client over both protocols, h2load, wrk.
+LARGE_CLIENTS = (("python", "grpc"), ("python", "rest-binary"), ("h2load", "grpc"), ("wrk", "rest-binary"))
 
 
 class Target(Protocol):
@@ -216,18 +226,20 @@ def _py(bench: BenchRun, server: Target, protocol: str, concurrency: int, rows: 
     bench.measure(name, "python", server, lambda: execute(sc, plan))
 
 
-def _ort(bench: BenchRun, model_file: Path, rows: int) -> None:
+def _ort(bench: BenchRun, model_file: Path, rows: int, suffix: str = "", duration_s: float | None = None,
+         warmup_s: float | None = None) -> None:
     import subprocess
 
     st = bench.settings
+    duration = duration_s or st.duration_s
+    warmup = st.warmup_s if warmup_s is None else warmup_s
     cmd = [sys.executable, "-m", "loadtests", "ort", "--onnx", str(model_file), "--rows", str(rows),
-           "--duration", f"{st.duration_s:g}", "--warmup", f"{st.warmup_s:g}",
+           "--duration", f"{duration:g}", "--warmup", f"{warmup:g}",
            "--intra-threads", str(st.ort_threads), "--provider", st.provider]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=st.duration_s + st.warmup_s + 120,
-                          check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 120, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"ORT baseline failed: {proc.stderr.strip()[-500:]}")
-    bench.add(f"ort/b{rows}", "ort", "onnxruntime", json.loads(proc.stdout))
+    bench.add(f"ort/b{rows}{suffix}", "ort", "onnxruntime", json.loads(proc.stdout))
 
 
 def _grpc_bytes(server: Target, rows: int) -> bytes:
@@ -251,7 +263,8 @@ def _h2load(bench: BenchRun, server: Target, concurrency: int, request: bytes, *
         bench.skipped.append(str(exc))
 
 
-def _wrk(bench: BenchRun, server: Target, protocol: str, concurrency: int, rows: int = 1) -> None:
+def _wrk(bench: BenchRun, server: Target, protocol: str, concurrency: int, rows: int = 1, suffix: str = "",
+         duration_s: float | None = None) -> None:
     """wrk posting one `rows`-row REST body (binary or JSON) on `concurrency` connections."""
     st = bench.settings
     sig = discover(None, server.http, MODEL)
@@ -259,9 +272,9 @@ def _wrk(bench: BenchRun, server: Target, protocol: str, concurrency: int, rows:
     body = rest_binary_body(tensors) if protocol == "rest-binary" else rest_json_body(tensors)
     def run() -> dict[str, Any]:
         return run_wrk(server.http or "", infer_path(MODEL, ""), body, connections=concurrency,
-                       duration_s=st.duration_s, threads=st.wrk_threads).to_dict()
+                       duration_s=duration_s or st.duration_s, threads=st.wrk_threads).to_dict()
     try:
-        bench.measure(f"{server.name}/wrk/{protocol}/c{concurrency}/r{rows}", "wrk", server, run, rows)
+        bench.measure(f"{server.name}/wrk/{protocol}/c{concurrency}/r{rows}{suffix}", "wrk", server, run, rows)
     except ClientMissing as exc:
         bench.skipped.append(str(exc))
 
@@ -286,19 +299,42 @@ def small(bench: BenchRun, echo: Target, gateway: Target) -> None:
 
 def large(bench: BenchRun, echo: Target, gateway: Target, model_file: Path) -> None:
     """64-row requests, 16 callers: gateway rows/s against in-process ORT at batch 64, over gRPC and REST
-    binary, with the Python client and with h2load / wrk (the Python runs first warm both paths up)."""
+    binary, with the Python client and with h2load / wrk (the Python runs first warm both paths up).
+    Full-length runs against the echo and the gateway, one ORT run, then LARGE_ROUNDS rounds in which
+    each client's gateway run sits next to an ORT run of its own (see LARGE_ROUNDS)."""
     st = bench.settings
     conc, rows = st.large_concurrency, st.large_rows
     for protocol in ("grpc", "rest-binary"):
         for server in (echo, gateway):
             _py(bench, server, protocol, conc, rows)
+    request = _grpc_bytes(echo, rows)
     if st.c_clients:
-        request = _grpc_bytes(echo, rows)
         for server in (echo, gateway):
             _h2load(bench, server, conc, request, rows=rows)
         for server in (echo, gateway):
             _wrk(bench, server, "rest-binary", conc, rows)
     _ort(bench, model_file, rows)
+    quick = st.duration_s < LARGE_RUN_S
+    rounds, run_s = (1, st.duration_s) if quick else (LARGE_ROUNDS, LARGE_RUN_S)
+    warmup_s = min(st.warmup_s, LARGE_WARMUP_S)
+    clients = [(tool, protocol) for tool, protocol in LARGE_CLIENTS if tool == "python" or st.c_clients]
+    for round_ in range(rounds):
+        for tool, protocol in clients:
+            suffix = f"#{round_}"
+            def gateway_run(tool: str = tool, protocol: str = protocol, suffix: str = suffix) -> None:
+                if tool == "python":
+                    _py(bench, gateway, protocol, conc, rows, suffix=suffix, duration_s=run_s, warmup_s=warmup_s)
+                elif tool == "h2load":
+                    _h2load(bench, gateway, conc, request, rows=rows, suffix=suffix, duration_s=run_s,
+                            warmup_s=warmup_s)
+                else:  # wrk has no warm-up; the gateway is warm from the runs before
+                    _wrk(bench, gateway, protocol, conc, rows, suffix=suffix, duration_s=run_s)
+            def ort_run(tool: str = tool, protocol: str = protocol, suffix: str = suffix) -> None:
+                _ort(bench, model_file, rows, suffix=f"#{tool}/{protocol}{suffix}", duration_s=run_s,
+                     warmup_s=warmup_s)
+            steps = (ort_run, gateway_run) if round_ % 2 == 0 else (gateway_run, ort_run)
+            for step in steps:
+                step()
 
 
 def rest(bench: BenchRun, echo: Target, gateway: Target) -> None:

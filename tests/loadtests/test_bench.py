@@ -181,6 +181,49 @@ def test_large_figures_per_client_and_protocol_against_ort_and_echo() -> None:
     assert echo["met"] is None and echo["runs"][1] == "echo/h2load/grpc/c16/r64"
 
 
+def test_large_figure_is_the_median_of_paired_rounds_when_the_run_has_them() -> None:
+    """Each round's gateway run is divided by the ORT run next to it; the host slowed down during
+    round 1 (both sides), which a single ORT run measured elsewhere would have turned into a low ratio."""
+    def ort(rows_per_s: float) -> dict[str, Any]:
+        return {"tool": "ort", "server": "", "result": {"runs_per_s": rows_per_s / 64, "rows_per_s": rows_per_s,
+                                                        "latency_s": {"p50": 0.0002}}}
+
+    runs = _large_runs()
+    gw_rps, ort_rows = (4000, 2500, 4100), (300_000, 190_000, 310_000)  # ratios 0.853, 0.842, 0.846
+    for i, (rate, base) in enumerate(zip(gw_rps, ort_rows, strict=True)):
+        runs[f"gateway/wrk/rest-binary/c16/r64#{i}"] = _c_client("wrk", rate, 64)
+        runs[f"ort/b64#wrk/rest-binary#{i}"] = ort(base)
+    runs["gateway/h2load/grpc/c16/r64#0"] = _c_client("h2load", 1000, 64)  # its ORT run is missing: no pair
+    by_name = {f["name"]: f for f in figures.compute(runs, SETTINGS)}
+    wrk = by_name["large-rest-binary-wrk"]
+    assert wrk["ratio"] == pytest.approx(4100 * 64 / 310_000) and wrk["met"] is True  # the middle ratio
+    assert (wrk["value"], wrk["baseline"]) == (4000 * 64, 300_000)  # the middle of each side
+    assert "median of 3 paired rounds' ratios" in wrk["what"]
+    assert wrk["runs"] == ["gateway/wrk/rest-binary/c16/r64#0", "ort/b64#wrk/rest-binary#0",
+                           "gateway/wrk/rest-binary/c16/r64#1", "ort/b64#wrk/rest-binary#1",
+                           "gateway/wrk/rest-binary/c16/r64#2", "ort/b64#wrk/rest-binary#2"]
+    h2load = by_name["large-h2load"]  # no complete pair: the full-length runs, as before
+    assert h2load["runs"] == ["gateway/h2load/grpc/c16/r64", "ort/b64"] and h2load["ratio"] == pytest.approx(0.4)
+    assert by_name["large-rest-binary-wrk-vs-echo"]["ratio"] == pytest.approx(0.9)  # full-length runs
+
+
+def test_bench_large_pairs_each_client_with_an_ort_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.md"
+    code = main(["bench", "--echo-as-gateway", "--quick", "--duration", "0.3", "--warmup", "0.1",
+                 "--scenarios", "large", "--no-c-clients", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads(out.with_suffix(".json").read_text())
+    runs = doc["runs"]
+    for protocol in ("grpc", "rest-binary"):  # one round in quick mode; ORT first in even rounds
+        names = list(runs)
+        ort, gw = f"ort/b64#python/{protocol}#0", f"gateway/python/{protocol}/c16/r64#0"
+        assert names.index(ort) < names.index(gw)
+        assert runs[ort]["result"]["duration_s"] == pytest.approx(0.3, abs=0.1)
+        assert figures.rows_per_s(runs[gw]) > 0 and figures.errors(runs[gw]) == 0
+    large = {f["name"]: f for f in doc["figures"]}["large"]
+    assert large["runs"] == ["gateway/python/grpc/c16/r64#0", "ort/b64#python/grpc#0"]
+
+
 def test_large_figures_cover_only_the_combinations_measured() -> None:
     runs = {n: r for n, r in _large_runs().items() if "/python/grpc/" in n or n == "ort/b64"}
     names = [f["name"] for f in figures.compute(runs, SETTINGS)]
