@@ -38,10 +38,10 @@ DRIFT_ROUNDS = 8
 DRIFT_RUN_S = 4.0
 DRIFT_WARMUP_S = 1.0
 # The large-request target divides the gateway's rows/s by ORT's. The host's speed drifts within
-# minutes (ORT alone at batch 64 on one thread: p50 270 µs, then 214 µs, a minute apart), so one ORT
-# run set against runs made minutes before or after it moves the ratio by more than its margin. Each client's
-# gateway run is paired with an ORT run made next to it, in rounds whose order alternates, and the
-# figure is the median of the pairs' ratios.
+# minutes (ORT alone at batch 64 on one thread: p50 291 µs, then 199 µs, under a minute apart), so
+# one ORT run set against runs made minutes before or after it moves the ratio by more than its
+# margin. Each client's gateway run is paired with an ORT run made next to it, in rounds whose order
+# alternates, and the figure is the median of the pairs' ratios.
 LARGE_ROUNDS = 5
 LARGE_RUN_S = 4.0
 LARGE_WARMUP_S = 1.0

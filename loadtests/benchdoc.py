@@ -133,13 +133,14 @@ NOTES = """\
   shares the cores with the server, so it measures itself too; the C clients cost far less. Each
   `-vs-echo` row divides by the echo under the same client and protocol, the most that client and
   transport reach here. wrk and h2load count requests only: their rows/s is req/s times rows per request.
-- Each large-request target figure is the median of 5 paired rounds (1 with `--quick`): in each round,
-  that client's 4 s gateway run and a 4 s ORT run (its own process) follow each other, in alternating
-  order. The host's speed drifts within minutes (ORT alone at batch 64 on one thread took a p50 of
-  270 µs, then 214 µs, a minute apart), so a single ORT run set against gateway runs made minutes
-  away moves the ratio by more than the target's margin. The figure's value and baseline columns are the middle run of each
-  side; its ratio is the middle of the rounds' own ratios. The `-vs-echo` rows and the run table's
-  full-length `gateway/…/r64` runs are single 10 s runs, as are `ort/b64` and the other figures.
+- Each large-request target figure is the median of 5 paired rounds (1 with `--quick`): in each
+  round, that client's 4 s gateway run and a 4 s ORT run (its own process) follow each other, in
+  alternating order. The host's speed drifts within minutes (ORT alone at batch 64 on one thread
+  took a p50 of 291 µs, then 199 µs, under a minute apart), so a single ORT run set against gateway
+  runs made minutes away moves the ratio by more than the target's margin. The figure's value and
+  baseline columns are the middle run of each side; its ratio is the middle of the rounds' own
+  ratios. The `-vs-echo` rows and the run table's full-length `gateway/…/r64` runs are single 10 s
+  runs, as are `ort/b64` and the other figures.
 - Engines: two more gateways, one per gRPC engine (`--grpc-engine native`, the default, and
   `--grpc-engine grpcio`, grpc.aio), serve side by side, and the single-caller, small and large gRPC
   loads run against one, then the other. Every other gateway figure is the native engine.
