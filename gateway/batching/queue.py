@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 Tensor = collate.Tensor
 Runner = Callable[[dict[str, Tensor]], dict[str, Tensor]]
-BatchObserver = Callable[[int, int, float], None]  # (rows, requests, compute seconds), worker thread
+# (rows, requests, compute seconds), on the event loop after the batch's replies: the worker thread,
+# the serial part of a busy version, keeps to the batch itself.
+BatchObserver = Callable[[int, int, float], None]
 # Read-only look at a finished batch (drift binning), called on the worker after the replies are posted.
 OutputObserver = Callable[[dict[str, Tensor], dict[str, Tensor]], None]
 
@@ -222,13 +224,7 @@ class BatchQueue:
                 return
             self._fail(batch, exc)
             return
-        compute = time.monotonic() - started
-        rows = sum(item.rows for item in batch)
-        if self._on_batch is not None:
-            self._on_batch(rows, len(batch), compute)
-        results = [BatchResult(out, started - item.enqueued, compute, rows)
-                   for item, out in zip(batch, parts, strict=True)]
-        self._post(batch, results)
+        self._post(batch, parts, started, time.monotonic() - started)
         if self._observe is not None:  # after the replies: measurements never delay an answer
             try:
                 self._observe(feeds, outputs)
@@ -246,16 +242,19 @@ class BatchQueue:
 
     # --- back to the event loop ------------------------------------------------------------------
 
-    def _post(self, batch: list[_Item], results: list[BatchResult]) -> None:
+    def _post(self, batch: list[_Item], parts: list[dict[str, Tensor]], started: float, compute: float) -> None:
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._deliver, batch, results)
+            self._loop.call_soon_threadsafe(self._deliver, batch, parts, started, compute)
 
-    def _deliver(self, batch: list[_Item], results: list[BatchResult]) -> None:
+    def _deliver(self, batch: list[_Item], parts: list[dict[str, Tensor]], started: float, compute: float) -> None:
         with self._cond:
             self._running -= len(batch)
-        for item, result in zip(batch, results, strict=True):
+        rows = sum(item.rows for item in batch)
+        for item, out in zip(batch, parts, strict=True):
             if not item.future.done():
-                item.future.set_result(result)
+                item.future.set_result(BatchResult(out, started - item.enqueued, compute, rows))
+        if self._on_batch is not None:
+            self._on_batch(rows, len(batch), compute)
 
     def _post_errors(self, batch: list[_Item], make: Callable[[], ServingError],
                      running: bool = False) -> None:

@@ -131,7 +131,7 @@ class VersionMetrics:
         latency.observe(seconds)
 
     def batch(self, rows: int, requests: int, compute_s: float) -> None:
-        """Called on the worker thread after each batch (prometheus-client is thread-safe)."""
+        """Called on the event loop after each batch's replies (see BatchQueue._deliver)."""
         self.batch_size.observe(rows)
         self.batch_requests.observe(requests)
         self.compute.observe(compute_s)

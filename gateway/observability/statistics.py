@@ -40,7 +40,7 @@ class VersionStatistics:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def batch(self, rows: int, compute_s: float) -> None:
-        """Worker thread, once per executed batch."""
+        """Event loop, once per executed batch, after its replies."""
         with self._lock:
             self.execution_count += 1
             self.inference_count += rows

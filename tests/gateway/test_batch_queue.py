@@ -198,3 +198,32 @@ def test_a_full_batch_leaves_without_waiting_out_the_delay() -> None:
         return runner.batches
 
     assert asyncio.run(scenario()) == [4]
+
+
+def test_batch_observer_runs_on_the_event_loop_after_the_replies() -> None:
+    """The worker thread is the serial part of a busy version: metrics and statistics of a batch are
+    recorded on the event loop, once each batch's futures hold their results."""
+    import threading
+
+    seen: list[tuple[int, int, bool, int]] = []
+    futures: list[asyncio.Future[object]] = []
+
+    def on_batch(batch_rows: int, requests: int, compute_s: float) -> None:
+        assert compute_s > 0
+        seen.append((batch_rows, requests, threading.current_thread() is threading.main_thread(),
+                     sum(f.done() for f in futures)))
+
+    async def scenario() -> None:
+        runner = RecordingRunner()
+        runner.gate.clear()
+        queue = await make(runner, on_batch=on_batch)
+        futures.append(queue.submit(rows(1), 1))
+        await asyncio.to_thread(runner.started.wait, 5)
+        futures.extend(queue.submit(rows(2), 2) for _ in range(3))
+        runner.gate.set()
+        results = await asyncio.gather(*futures)
+        assert [r.batch_rows for r in results] == [1, 6, 6, 6]
+        await queue.stop()
+
+    asyncio.run(scenario())
+    assert seen == [(1, 1, True, 1), (6, 3, True, 4)]  # each batch's own futures already resolved
