@@ -253,8 +253,8 @@ class BatchQueue:
         for item, out in zip(batch, parts, strict=True):
             if not item.future.done():
                 item.future.set_result(BatchResult(out, started - item.enqueued, compute, rows))
-        if self._on_batch is not None:
-            self._on_batch(rows, len(batch), compute)
+        if self._on_batch is not None and self._loop is not None:  # after the woken handlers have replied
+            self._loop.call_soon(self._on_batch, rows, len(batch), compute)
 
     def _post_errors(self, batch: list[_Item], make: Callable[[], ServingError],
                      running: bool = False) -> None:
