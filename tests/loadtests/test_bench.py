@@ -18,15 +18,21 @@ pytestmark = pytest.mark.integration
 SETTINGS = {"small_concurrency": 64, "large_concurrency": 16, "large_rows": 64}
 
 
+def _quick_echo_bench(out: Path, scenarios: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """`bench --quick` with the echo standing in for the gateway and no C clients; its JSON document."""
+    code = main(["bench", "--echo-as-gateway", "--quick", "--duration", "0.3", "--warmup", "0.1",
+                 "--scenarios", scenarios, "--no-c-clients", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    doc: dict[str, Any] = json.loads(out.with_suffix(".json").read_text())
+    return doc
+
+
 def test_bench_runs_every_scenario_and_writes_report_and_json(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.md"
     # Two scenarios and no C clients keep this quick; the other steps differ only in their numbers,
     # and test_bench_c_client_steps_record_runs covers wrk and h2load.
-    code = main(["bench", "--echo-as-gateway", "--quick", "--duration", "0.3", "--warmup", "0.1",
-                 "--scenarios", "overhead,rest", "--no-c-clients", "--out", str(out)])
-    assert code == 0, capsys.readouterr().err
-    doc = json.loads(out.with_suffix(".json").read_text())
+    doc = _quick_echo_bench(out, "overhead,rest", capsys)
     runs = doc["runs"]
     assert len(runs) == 7
     for name in ("echo/python/grpc/c1/r1", "gateway/python/grpc/c1/r1", "ort/b1",
@@ -208,11 +214,7 @@ def test_large_figure_is_the_median_of_paired_rounds_when_the_run_has_them() -> 
 
 
 def test_bench_large_pairs_each_client_with_an_ort_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "bench.md"
-    code = main(["bench", "--echo-as-gateway", "--quick", "--duration", "0.3", "--warmup", "0.1",
-                 "--scenarios", "large", "--no-c-clients", "--out", str(out)])
-    assert code == 0, capsys.readouterr().err
-    doc = json.loads(out.with_suffix(".json").read_text())
+    doc = _quick_echo_bench(tmp_path / "bench.md", "large", capsys)
     runs = doc["runs"]
     for protocol in ("grpc", "rest-binary"):  # one round in quick mode; ORT first in even rounds
         names = list(runs)
