@@ -91,16 +91,17 @@ def _figure_rows(figs: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _run_rows(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    rows = ["| run | req/s | rows/s | p50 | p99 | p99.9 | max | errors | server CPU/req | client busy |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | req/s | rows/s | p50 | p99 | p99.9 | max | errors | server CPU/req | client busy | "
+            "client CPU/req |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, run in runs.items():
         cells = [figures.latency(run, k) for k in ("p50", "p99", "p99.9", "max")]
         lat = " | ".join(_num(c, "s") for c in cells)
         cpu = figures.cpu_us_per_request(run)
         busy = (run["result"].get("client") or {}).get("busy") if run["tool"] == "python" else None
+        own = figures.client_cpu_us_per_request(run)
         rows.append(f"| {name} | {figures.rps(run):,.1f} | {figures.rows_per_s(run):,.1f} | {lat} | "
                     f"{figures.errors(run)} | {'-' if cpu is None else f'{cpu:,.0f} µs'} | "
-                    f"{'-' if busy is None else f'{busy:.0%}'} |")
+                    f"{'-' if busy is None else f'{busy:.0%}'} | {'-' if own is None else f'{own:,.0f} µs'} |")
     return rows
 
 
@@ -125,7 +126,9 @@ NOTES = """\
   `intra_op_num_threads` as in the settings.
 - "server CPU/req" is the server process tree's CPU time over the whole run (warm-up included)
   divided by its request rate; "client busy" is the Python generator's CPU time over its wall time
-  per worker (near or above 100% means the client, not the server, set the pace).
+  per worker (near or above 100% means the client, not the server, set the pace); "client CPU/req"
+  is a C client's own CPU time over its run (from the kernel's accounting of the finished process)
+  divided the same way. The client runs on the same cores, so what it costs is CPU the server lacks.
 - wrk runs whole seconds and has no warm-up of its own; the servers are warm from the runs before it.
 - The large-request target (gateway rows/s >= 0.8x in-process ORT at batch 64) has one row per client
   and protocol measured, each judged on its own, the worst included: `large` (Python client, gRPC),

@@ -2,6 +2,8 @@
 
 wrk posts a pre-built REST inference body through a generated Lua script; h2load posts a pre-framed
 gRPC ModelInfer message over HTTP/2. h2load sees HTTP status only, never grpc-status in trailers.
+Each result carries the client's own CPU time over its run: on a machine the client shares with the
+server, what the client costs per request is CPU the server did not get.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,14 @@ class CClientResult:
     non_2xx: int
     latency_s: dict[str, float | None] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float | None = None  # the client's user + system CPU seconds over its whole run (warm-up included)
+    wall_s: float | None = None  # and that run's wall-clock seconds
+
+    def cpu_us_per_request(self) -> float | None:
+        """The client's CPU per request: the cores it used over its run divided by its request rate."""
+        if self.cpu_s is None or not self.wall_s or self.requests_per_s <= 0:
+            return None
+        return self.cpu_s / self.wall_s / self.requests_per_s * 1e6
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,14 +81,28 @@ def _require(binary: str) -> str:
     return path
 
 
-def _run(command: list[str], timeout_s: float) -> str:
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(command: list[str], timeout_s: float) -> tuple[str, float, float]:
+    """(stdout, client CPU seconds, wall seconds). The CPU is what this process's reaped children used
+    over the run: the client alone, as nothing else is reaped while it runs (the benchmark steps one
+    load at a time)."""
+    cpu_before, start = _children_cpu_s(), time.monotonic()
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"{command[0]} ran past {timeout_s:.0f} s") from exc
     if proc.returncode != 0:
         raise RuntimeError(f"{Path(command[0]).name} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
-    return proc.stdout
+    return proc.stdout, _children_cpu_s() - cpu_before, time.monotonic() - start
+
+
+def _with_cpu(result: CClientResult, cpu_s: float, wall_s: float) -> CClientResult:
+    result.cpu_s, result.wall_s = cpu_s, wall_s
+    return result
 
 
 def wrk_script(path: str, body: RestBody, body_file: Path, extra_headers: dict[str, str]) -> str:
@@ -100,8 +126,8 @@ def run_wrk(target: str, path: str, body: RestBody, *, connections: int, duratio
         command = [binary, "-t", str(max(1, min(threads, connections))), "-c", str(connections),
                    "-d", f"{seconds}s", "--timeout", f"{math.ceil(timeout_s)}s", "--latency",
                    "-s", str(script), f"http://{target}"]
-        out = _run(command, seconds + timeout_s + 30)
-    return parse_wrk(out, command)
+        out, cpu_s, wall_s = _run(command, seconds + timeout_s + 30)
+    return _with_cpu(parse_wrk(out, command), cpu_s, wall_s)
 
 
 def parse_wrk(output: str, command: list[str]) -> CClientResult:
@@ -139,8 +165,8 @@ def run_h2load(target: str, request: bytes, *, streams: int, connections: int = 
         for name, value in (extra_headers or {}).items():
             command += ["-H", f"{name.lower()}: {value}"]
         command.append(f"http://{target}{path}")
-        out = _run(command, duration_s + warmup_s + 60)
-    return parse_h2load(out, command)
+        out, cpu_s, wall_s = _run(command, duration_s + warmup_s + 60)
+    return _with_cpu(parse_h2load(out, command), cpu_s, wall_s)
 
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}

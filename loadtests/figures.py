@@ -53,13 +53,25 @@ def cpu_us_per_request(run: Mapping[str, Any]) -> float | None:
     return None if cores is None or rate <= 0 else float(cores) / rate * 1e6
 
 
+def client_cpu_us_per_request(run: Mapping[str, Any]) -> float | None:
+    """A C client's own CPU per request (the cores it used over its run over its request rate); None for
+    the other tools and for runs recorded before the C clients' CPU was."""
+    if run["tool"] not in ("wrk", "h2load"):
+        return None
+    result = run["result"]
+    cpu, wall, rate = result.get("cpu_s"), result.get("wall_s"), rps(run)
+    return None if cpu is None or not wall or rate <= 0 else float(cpu) / float(wall) / rate * 1e6
+
+
 def headline(run: Mapping[str, Any]) -> str:
     """One line per run for the progress output."""
     p50, p99 = latency(run, "p50") or 0.0, latency(run, "p99")
     lat = f"p50 {p50 * 1e3:.3f} ms" + (f", p99 {p99 * 1e3:.3f} ms" if p99 is not None else "")
     cpu = cpu_us_per_request(run)
     server = f", server {cpu:.0f} CPU us/req" if cpu is not None else ""
-    return f"{rps(run):.1f} req/s, {rows_per_s(run):.1f} rows/s, {lat}, {errors(run)} errors{server}"
+    own = client_cpu_us_per_request(run)
+    client = f", client {own:.0f} CPU us/req" if own is not None else ""
+    return f"{rps(run):.1f} req/s, {rows_per_s(run):.1f} rows/s, {lat}, {errors(run)} errors{server}{client}"
 
 
 def _figure(name: str, what: str, value: float, baseline: float, target: str | None,

@@ -84,6 +84,8 @@ def test_bench_c_client_steps_record_runs(echo: Service) -> None:
         assert figures.rps(entry) > 0 and figures.errors(entry) == 0
         rows = 64 if name.endswith("/r64") else 1
         assert figures.rows_per_s(entry) == pytest.approx(rows * figures.rps(entry))
+        own = figures.client_cpu_us_per_request(entry)
+        assert own is not None and own > 0, name
 
 
 def _run(tool: str, rps: float, p99: float = 0.01, errors: int = 0) -> dict[str, Any]:
@@ -234,6 +236,7 @@ def test_large_figures_cover_only_the_combinations_measured() -> None:
 
 def test_report_lists_the_large_target_for_every_combination() -> None:
     runs = _large_runs()
+    runs["gateway/wrk/rest-binary/c16/r64"]["result"].update(cpu_s=1.8, wall_s=10.0)  # 0.18 cores at 4,500 req/s
     doc = {"command": "python -m loadtests bench", "finished_at": "now", "skipped": [], "runs": runs,
            "figures": figures.compute(runs, SETTINGS),
            "machine": {"cpu_model": "cpu", "cpu_count": 2, "cpus_usable": 2, "memory_bytes": 2**30,
@@ -247,6 +250,10 @@ def test_report_lists_the_large_target_for_every_combination() -> None:
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
         assert f"| {ratio} | >= 0.8 | {met} |" in row, row
     assert "| gateway/h2load/grpc/c16/r64 | 2,000.0 | 128,000.0 |" in text
+    wrk_row = next(line for line in text.splitlines() if line.startswith("| gateway/wrk/rest-binary/c16/r64 |"))
+    assert wrk_row.endswith("| 40 µs |"), wrk_row  # the client's own CPU per request
+    h2load_row = next(line for line in text.splitlines() if line.startswith("| gateway/h2load/grpc/c16/r64 |"))
+    assert h2load_row.endswith("| - |"), h2load_row  # a run recorded without the client's CPU
 
 
 def test_engine_figures_compare_the_native_engine_with_grpcio() -> None:

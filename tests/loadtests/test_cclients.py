@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from loadtests.cclients import parse_h2load, run_h2load, run_wrk
+from loadtests.cclients import CClientResult, parse_h2load, run_h2load, run_wrk
 from loadtests.metadata import discover
 from loadtests.payload import grpc_request, infer_path, random_tensors, rest_binary_body, rest_json_body
 from loadtests.services import Service
@@ -27,6 +27,7 @@ def test_wrk_posts_inference_requests(echo: Service, form: str) -> None:
     assert result.non_2xx == 0 and result.failed == 0
     lat = result.latency_s
     assert lat["p50"] is not None and lat["p99"] is not None and 0 < lat["p50"] <= lat["p99"]
+    _assert_own_cpu(result)
 
 
 @needs_wrk
@@ -44,6 +45,7 @@ def test_h2load_posts_framed_grpc_requests(echo: Service) -> None:
     assert result.non_2xx == 0 and result.failed == 0
     assert result.detail["status_2xx"] == result.requests
     assert result.latency_s["mean"] is not None and result.latency_s["mean"] > 0
+    _assert_own_cpu(result)
 
 
 H2LOAD_SAMPLE = """\
@@ -62,3 +64,20 @@ def test_h2load_parser_reads_counts_and_time_units() -> None:
     assert result.latency_s["max"] == pytest.approx(0.09523)
     with pytest.raises(RuntimeError, match="not understood"):
         parse_h2load("nothing here", ["h2load"])
+
+
+def _assert_own_cpu(result: CClientResult) -> None:
+    """The client's CPU over its run: some, at most one core per client thread, and spread per request."""
+    assert result.cpu_s is not None and result.wall_s is not None
+    assert result.wall_s >= result.duration_s * 0.9
+    assert 0 < result.cpu_s <= result.wall_s * 1.05  # one client thread cannot use more than a core
+    per_request = result.cpu_us_per_request()
+    assert per_request == pytest.approx(result.cpu_s / result.wall_s / result.requests_per_s * 1e6)
+
+
+def test_client_cpu_per_request_needs_the_cpu_and_a_rate() -> None:
+    result = parse_h2load(H2LOAD_SAMPLE, ["h2load"])
+    assert result.cpu_us_per_request() is None  # parsed output alone: the run's CPU is not known
+    result.cpu_s, result.wall_s = 0.6, 3.0  # 0.2 cores at 1500.5 req/s
+    assert result.cpu_us_per_request() == pytest.approx(0.2 / 1500.5 * 1e6)
+
