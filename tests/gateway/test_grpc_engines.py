@@ -4,6 +4,7 @@ give the same answers on `native` (the default) and on `grpcio` (grpc.aio)."""
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -71,12 +72,28 @@ def test_errors_carry_status_and_message(engine_gateway: GatewayThread) -> None:
 
 
 def test_a_passed_deadline_is_deadline_exceeded(engine_gateway: GatewayThread) -> None:
+    """The batch is held past the call's deadline, so the answer cannot come in time on any host (a
+    deadline of microseconds is rounded up to a millisecond by grpc-core, which a fast host can beat)."""
+    assert engine_gateway.gateway is not None
+    loaded = engine_gateway.gateway.manager.find("mlp", "1")
+    assert loaded is not None
+    release = threading.Event()
+
+    def held(feeds: object, outputs: object) -> None:
+        release.wait(10)
+
     item, _ = _mlp_input(1)
     client = _client(engine_gateway)
+    loaded.run_hooks.append(held)
     try:
         with pytest.raises(InferenceServerException) as err:
-            client.infer("mlp", [item], client_timeout=1e-6)
+            client.infer("mlp", [item], client_timeout=0.2)
         assert err.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    finally:
+        release.set()
+        loaded.run_hooks.remove(held)
+    try:
+        assert client.infer("mlp", [item]).as_numpy("probabilities").shape == (1, 10)  # nothing else harmed
     finally:
         client.close()
 
