@@ -65,13 +65,17 @@ class CClientResult:
     wall_s: float | None = None  # and that run's wall-clock seconds
 
     def cpu_us_per_request(self) -> float | None:
-        """The client's CPU per request: the cores it used over its run divided by its request rate."""
-        if self.cpu_s is None or not self.wall_s or self.requests_per_s <= 0:
-            return None
-        return self.cpu_s / self.wall_s / self.requests_per_s * 1e6
+        return cpu_us_per_request(self.cpu_s, self.wall_s, self.requests_per_s)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def cpu_us_per_request(cpu_s: float | None, wall_s: float | None, requests_per_s: float) -> float | None:
+    """A client's CPU per request: the cores it used over its run divided by its request rate."""
+    if cpu_s is None or not wall_s or requests_per_s <= 0:
+        return None
+    return cpu_s / wall_s / requests_per_s * 1e6
 
 
 def _require(binary: str) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from loadtests import cclients
+
 Runs = Mapping[str, Mapping[str, Any]]
 
 
@@ -59,8 +61,7 @@ def client_cpu_us_per_request(run: Mapping[str, Any]) -> float | None:
     if run["tool"] not in ("wrk", "h2load"):
         return None
     result = run["result"]
-    cpu, wall, rate = result.get("cpu_s"), result.get("wall_s"), rps(run)
-    return None if cpu is None or not wall or rate <= 0 else float(cpu) / float(wall) / rate * 1e6
+    return cclients.cpu_us_per_request(result.get("cpu_s"), result.get("wall_s"), rps(run))
 
 
 def headline(run: Mapping[str, Any]) -> str:
